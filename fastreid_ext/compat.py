@@ -1,0 +1,463 @@
+"""Compatibility layer: what ``fastreid==1.4.0`` needs to run on today's stack.
+
+This module is our upstream patch list. ``import fastreid_ext`` calls :func:`apply` before it imports
+FastReID. Every patch is
+
+* guarded: it checks whether FastReID (or torch / numpy) still has the problem and is a no-op otherwise,
+* idempotent: applying twice changes nothing the second time,
+* documented by the one-line ``reason`` given to :func:`_patch`.
+
+``APPLIED`` lists the patches that actually changed something in this process; ``PATCHES`` lists them all
+with their reasons (``python -m fastreid_ext.compat`` prints the table).
+"""
+from __future__ import annotations
+
+import collections
+import collections.abc
+import functools
+import logging
+import sys
+import types
+import warnings
+from typing import Callable, Dict, List, Tuple
+
+logger = logging.getLogger(__name__)
+
+#: name -> (stage, reason, function). Stage "early" runs before FastReID is imported.
+PATCHES: Dict[str, Tuple[str, str, Callable[[], bool]]] = {}
+#: names of the patches that changed something in this process, in order.
+APPLIED: List[str] = []
+
+# Device FastReID's data loaders should target. ``None`` means "cuda when available". The trainer
+# sets it from ``cfg.MODEL.DEVICE`` (see :func:`set_device`).
+_DEVICE: str | None = None
+
+
+def _patch(name: str, stage: str, reason: str):
+    def deco(fn: Callable[[], bool]):
+        PATCHES[name] = (stage, reason, fn)
+        return fn
+
+    return deco
+
+
+def set_device(device: str) -> None:
+    """Tell the compat layer which device training/evaluation runs on (``cfg.MODEL.DEVICE``)."""
+    global _DEVICE
+    _DEVICE = str(device)
+
+
+def uses_cpu() -> bool:
+    """True when FastReID's loaders must not use CUDA (device set to cpu, or no usable GPU)."""
+    import torch
+
+    if _DEVICE is not None:
+        return not _DEVICE.startswith("cuda")
+    return not torch.cuda.is_available()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Early patches: Python / numpy / torch removals that break ``import fastreid``
+# ----------------------------------------------------------------------------------------------------
+_ABC_NAMES = ("Mapping", "MutableMapping", "Sequence", "MutableSequence", "Iterable", "Iterator",
+              "Callable", "Set", "MutableSet", "Hashable", "Sized", "Container")
+
+
+@_patch("collections_abc_aliases", "early",
+        "Python 3.10 removed collections.Mapping & co.; fastreid.data.build and evaluation.testing import them")
+def _collections_abc() -> bool:
+    changed = False
+    for n in _ABC_NAMES:
+        if not hasattr(collections, n):
+            setattr(collections, n, getattr(collections.abc, n))
+            changed = True
+    return changed
+
+
+@_patch("torch_six", "early",
+        "torch 2.x removed torch._six; fastreid.data.build imports torch._six.string_classes")
+def _torch_six() -> bool:
+    import torch
+
+    try:
+        import torch._six  # noqa: F401
+        return False
+    except ImportError:
+        pass
+    mod = types.ModuleType("torch._six")
+    mod.string_classes = (str, bytes)
+    mod.int_classes = int
+    mod.container_abcs = collections.abc
+    mod.inf = float("inf")
+    mod.nan = float("nan")
+    sys.modules["torch._six"] = mod
+    torch._six = mod
+    return True
+
+
+_NUMPY_ALIASES = {"bool": bool, "int": int, "float": float, "complex": complex, "object": object,
+                  "str": str, "long": int}
+
+
+@_patch("numpy_aliases", "early",
+        "numpy 1.24 removed np.bool/np.int/np.float/np.object; fastreid's rank.py and datasets use them")
+def _numpy_aliases() -> bool:
+    import numpy as np
+
+    changed = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, typ in _NUMPY_ALIASES.items():
+            try:
+                getattr(np, name)
+            except AttributeError:
+                setattr(np, name, typ)
+                changed = True
+    return changed
+
+
+# ----------------------------------------------------------------------------------------------------
+# FastReID patches (applied after ``import fastreid``)
+# ----------------------------------------------------------------------------------------------------
+def _make_plain_loader_factory(original):
+    from torch.utils.data import DataLoader
+
+    @functools.wraps(original, updated=())
+    def data_loader_x(local_rank, **kwargs):
+        if uses_cpu():
+            kwargs["pin_memory"] = False
+            return DataLoader(**kwargs)
+        return original(local_rank, **kwargs)
+
+    data_loader_x.__fastreid_ext_patched__ = True
+    return data_loader_x
+
+
+@_patch("cpu_data_loader", "fastreid",
+        "DataLoaderX creates CUDA streams and moves batches to a GPU; on CPU use a plain DataLoader")
+def _cpu_loader() -> bool:
+    import fastreid.data.build as build
+
+    if getattr(build.DataLoaderX, "__fastreid_ext_patched__", False):
+        return False
+    build.DataLoaderX = _make_plain_loader_factory(build.DataLoaderX)
+    return True
+
+
+@_patch("amp_on_cpu", "fastreid",
+        "AMPTrainer asserts CUDA; on CPU fall back to full precision with a logged warning")
+def _amp_cpu() -> bool:
+    import fastreid.engine.defaults as defaults
+    import fastreid.engine.train_loop as train_loop
+
+    if getattr(defaults.AMPTrainer, "__fastreid_ext_patched__", False):
+        return False
+    original = train_loop.AMPTrainer
+
+    class AMPTrainer(original):
+        __fastreid_ext_patched__ = True
+
+        def __init__(self, model, data_loader, optimizer, param_wrapper, grad_scaler=None):
+            try:
+                device = next(model.parameters()).device
+            except StopIteration:  # pragma: no cover - a model without parameters
+                device = None
+            self._amp_disabled = device is None or device.type != "cuda"
+            if self._amp_disabled:
+                logging.getLogger("fastreid_ext").warning(
+                    "SOLVER.AMP.ENABLED is True but the model is on %s: AMP needs CUDA, training in "
+                    "full precision instead.", device)
+                train_loop.SimpleTrainer.__init__(self, model, data_loader, optimizer, param_wrapper)
+                self.grad_scaler = None
+            else:
+                super().__init__(model, data_loader, optimizer, param_wrapper, grad_scaler)
+
+        def run_step(self):
+            if self._amp_disabled:
+                return train_loop.SimpleTrainer.run_step(self)
+            return super().run_step()
+
+    AMPTrainer.__qualname__ = original.__qualname__
+    defaults.AMPTrainer = AMPTrainer
+    train_loop.AMPTrainer = AMPTrainer
+    return True
+
+
+@_patch("cython_evaluator", "fastreid",
+        "ReidEvaluator compiles Cython into site-packages at run time and sys.exit()s on failure; "
+        "use a prebuilt cache or the vectorized evaluator")
+def _cython_evaluator() -> bool:
+    import fastreid.evaluation.rank as fr_rank
+    import fastreid.evaluation.rank_cylib as rank_cylib
+    import fastreid.evaluation.reid_evaluation as reid_evaluation
+
+    from .evaluation import rank as ext_rank
+    from .evaluation.cython_build import load_cython_evaluator
+
+    if getattr(fr_rank.evaluate_rank, "__fastreid_ext_patched__", False):
+        return False
+
+    def compile_helper():
+        raise RuntimeError(
+            "fastreid_ext does not compile FastReID's Cython evaluator into site-packages. Build it into "
+            "the user cache with `python -m fastreid_ext.evaluation.cython_build`; without it the "
+            "vectorized evaluator (identical results) is used.")
+
+    def _compile_dependencies(self):
+        if load_cython_evaluator() is not None:
+            logger.info("Using FastReID's Cython rank evaluator (prebuilt in the fastreid_ext cache).")
+        else:
+            logger.info("Cython rank evaluator not built; using fastreid_ext's vectorized evaluator "
+                        "(identical results). Build it with `python -m fastreid_ext.evaluation.cython_build`.")
+
+    @functools.wraps(ext_rank.evaluate_rank)
+    def evaluate_rank(*args, **kwargs):
+        return ext_rank.evaluate_rank(*args, **kwargs)
+
+    evaluate_rank.__fastreid_ext_patched__ = True
+    rank_cylib.compile_helper = compile_helper
+    reid_evaluation.compile_helper = compile_helper
+    reid_evaluation.ReidEvaluator._compile_dependencies = _compile_dependencies
+    fr_rank.evaluate_rank = evaluate_rank
+    fr_rank.IS_CYTHON_AVAI = load_cython_evaluator() is not None
+    return True
+
+
+def _torch_load_defaults_to_weights_only() -> bool:
+    import inspect
+
+    import torch
+
+    try:
+        default = inspect.signature(torch.load).parameters["weights_only"].default
+    except (KeyError, ValueError):
+        return False
+    # torch >= 2.6 uses None meaning "True unless TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set".
+    return default is None or default is True
+
+
+def trusted_torch_load(f, map_location="cpu"):
+    """``torch.load`` for checkpoints the user chose to load (FastReID's and ours).
+
+    Tries the safe ``weights_only=True`` loader first; a checkpoint holding other Python objects (numpy
+    arrays, config nodes) is loaded with ``weights_only=False`` and a logged warning naming the file.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(f, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as e:
+        logging.getLogger("fastreid_ext").warning(
+            "%s is not a weights-only checkpoint (%s); loading it as a trusted local file.",
+            f, str(e).splitlines()[0][:200])
+        return torch.load(f, map_location=map_location, weights_only=False)
+
+
+@_patch("torch_load_weights_only", "fastreid",
+        "torch>=2.6 defaults torch.load to weights_only=True, which rejects FastReID checkpoints with "
+        "numpy/pickled objects")
+def _torch_load() -> bool:
+    import fastreid.utils.checkpoint as ckpt
+
+    if not _torch_load_defaults_to_weights_only():
+        return False
+    if getattr(ckpt.Checkpointer._load_file, "__fastreid_ext_patched__", False):
+        return False
+
+    def _load_file(self, f):
+        return trusted_torch_load(f)
+
+    _load_file.__fastreid_ext_patched__ = True
+    ckpt.Checkpointer._load_file = _load_file
+    return True
+
+
+@_patch("jaccard_on_cpu", "fastreid",
+        "compute_jaccard_distance (re-ranking) calls features.cuda() by default; use faiss on CPU without a GPU")
+def _jaccard_cpu() -> bool:
+    import fastreid.utils.compute_dist as cd
+
+    if getattr(cd.compute_jaccard_distance, "__fastreid_ext_patched__", False):
+        return False
+    original = cd.compute_jaccard_distance
+
+    @functools.wraps(original)
+    def compute_jaccard_distance(features, k1=20, k2=6, search_option=0, fp16=False):
+        import torch
+
+        if search_option < 3 and (not torch.cuda.is_available() or uses_cpu()):
+            search_option = 3
+        return original(features, k1=k1, k2=k2, search_option=search_option, fp16=fp16)
+
+    compute_jaccard_distance.__fastreid_ext_patched__ = True
+    cd.compute_jaccard_distance = compute_jaccard_distance
+    return True
+
+
+def _distributed_worker_any_device(local_rank, main_func, world_size, num_gpus_per_machine,
+                                   machine_rank, dist_url, args):
+    """FastReID's ``_distributed_worker`` that also runs on CPU (gloo) when CUDA is unavailable."""
+    import torch
+    import torch.distributed as dist
+    from fastreid.utils import comm
+
+    use_cuda = torch.cuda.is_available() and not uses_cpu()
+    global_rank = machine_rank * num_gpus_per_machine + local_rank
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method=dist_url,
+                            world_size=world_size, rank=global_rank)
+    comm.synchronize()
+    if use_cuda:
+        assert num_gpus_per_machine <= torch.cuda.device_count()
+        torch.cuda.set_device(local_rank)
+    assert comm._LOCAL_PROCESS_GROUP is None
+    num_machines = world_size // num_gpus_per_machine
+    for i in range(num_machines):
+        ranks_on_i = list(range(i * num_gpus_per_machine, (i + 1) * num_gpus_per_machine))
+        pg = dist.new_group(ranks_on_i)
+        if i == machine_rank:
+            comm._LOCAL_PROCESS_GROUP = pg
+    main_func(*args)
+
+
+@_patch("launch_on_cpu", "fastreid",
+        "launch() asserts CUDA and uses NCCL; multi-process runs without a GPU need the gloo backend")
+def _launch_cpu() -> bool:
+    import fastreid.engine.launch  # noqa: F401  (the package re-exports a function named launch)
+
+    launch = sys.modules["fastreid.engine.launch"]
+    if launch._distributed_worker is _distributed_worker_any_device:
+        return False
+    launch._distributed_worker = _distributed_worker_any_device
+    return True
+
+
+@_patch("preprocess_not_in_place", "fastreid",
+        "Baseline.preprocess_image normalizes the batch in place, corrupting it for a second pass "
+        "(flip test, second backbone, teacher nets); also moves it to the model's device")
+def _preprocess() -> bool:
+    from fastreid.modeling.meta_arch.baseline import Baseline
+
+    if getattr(Baseline.preprocess_image, "__fastreid_ext_patched__", False):
+        return False
+
+    def preprocess_image(self, batched_inputs):
+        import torch
+
+        if isinstance(batched_inputs, dict):
+            images = batched_inputs["images"]
+        elif isinstance(batched_inputs, torch.Tensor):
+            images = batched_inputs
+        else:
+            raise TypeError("batched_inputs must be dict or torch.Tensor, but get {}".format(
+                type(batched_inputs)))
+        images = images.to(self.pixel_mean.device, non_blocking=True)
+        return (images - self.pixel_mean) / self.pixel_std
+
+    preprocess_image.__fastreid_ext_patched__ = True
+    Baseline.preprocess_image = preprocess_image
+    return True
+
+
+@_patch("targets_to_device", "fastreid",
+        "Baseline.forward uses batched_inputs['targets'] where the loader left it; with a plain loader "
+        "on GPU the targets must follow the model")
+def _targets_device() -> bool:
+    from fastreid.modeling.meta_arch.baseline import Baseline
+
+    if getattr(Baseline.forward, "__fastreid_ext_patched__", False):
+        return False
+    original = Baseline.forward
+
+    @functools.wraps(original)
+    def forward(self, batched_inputs):
+        import torch
+
+        if isinstance(batched_inputs, dict) and isinstance(batched_inputs.get("targets"), torch.Tensor):
+            dev = self.pixel_mean.device
+            if batched_inputs["targets"].device != dev:
+                batched_inputs = dict(batched_inputs, targets=batched_inputs["targets"].to(dev))
+        return original(self, batched_inputs)
+
+    forward.__fastreid_ext_patched__ = True
+    Baseline.forward = forward
+    return True
+
+
+class _PoseImportHook:
+    """Applies the pose patches the first time ``mmpose`` or ``mmdet`` is imported (keeps
+    ``import fastreid_ext`` cheap: mmcv/mmengine are only imported when pose code is used)."""
+
+    TRIGGERS = ("mmpose", "mmdet")
+
+    def find_spec(self, name, path=None, target=None):
+        if name in self.TRIGGERS:
+            remove_pose_hook()
+            _run("pose")
+        return None  # let the normal finders import the module itself
+
+
+_POSE_HOOK = _PoseImportHook()
+
+
+def remove_pose_hook() -> None:
+    if _POSE_HOOK in sys.meta_path:
+        sys.meta_path.remove(_POSE_HOOK)
+
+
+@_patch("pose_stack", "pose",
+        "mmcv-lite has no compiled mmcv.ops (mmcv cannot be built against torch>=2.5) and mmpose imports it")
+def _pose() -> bool:
+    from .compat_mmcv import apply_pose_compat
+
+    return bool(apply_pose_compat())
+
+
+def apply_pose() -> List[str]:
+    """Apply the pose-stack patches now (normally done lazily on the first ``import mmpose``)."""
+    remove_pose_hook()
+    return _run("pose")
+
+
+def _run(stage: str) -> List[str]:
+    done = []
+    for name, (st, _reason, fn) in PATCHES.items():
+        if st != stage:
+            continue
+        if fn():
+            done.append(name)
+            if name not in APPLIED:
+                APPLIED.append(name)
+    return done
+
+
+def apply() -> List[str]:
+    """Apply every needed patch (idempotent). Returns the names applied by this call.
+
+    The pose patches are deferred to the first import of ``mmpose``/``mmdet`` (see
+    :class:`_PoseImportHook`) unless those are already imported."""
+    done = _run("early")
+    import fastreid  # noqa: F401  (the early patches make this import work)
+    import fastreid.data.build  # noqa: F401
+    import fastreid.engine  # noqa: F401
+    import fastreid.evaluation  # noqa: F401
+
+    done += _run("fastreid")
+    if any(m in sys.modules for m in _PoseImportHook.TRIGGERS):
+        done += apply_pose()
+    elif _POSE_HOOK not in sys.meta_path and "pose_stack" not in APPLIED:
+        sys.meta_path.insert(0, _POSE_HOOK)
+    return done
+
+
+def patch_table() -> str:
+    rows = ["| patch | applied here | reason |", "| --- | --- | --- |"]
+    for name, (_stage, reason, _fn) in PATCHES.items():
+        rows.append(f"| `{name}` | {'yes' if name in APPLIED else 'no'} | {reason} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    apply()
+    print(patch_table())

@@ -1,0 +1,1 @@
+from .trainer import Trainer, register_trainer_hooks  # noqa: F401

@@ -1,0 +1,23 @@
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import pytest  # noqa: E402
+
+import fastreid_ext  # noqa: E402,F401  (compat before anything of fastreid)
+
+
+@pytest.fixture(scope="session")
+def datasets_root(tmp_path_factory):
+    """A session-wide FASTREID_DATASETS with tiny SynthPed domains created on first use."""
+    root = tmp_path_factory.mktemp("datasets")
+    old = os.environ.get("FASTREID_DATASETS")
+    os.environ["FASTREID_DATASETS"] = str(root)
+    yield root
+    if old is None:
+        os.environ.pop("FASTREID_DATASETS", None)
+    else:
+        os.environ["FASTREID_DATASETS"] = old

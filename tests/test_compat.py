@@ -1,0 +1,180 @@
+"""Each compatibility patch: it is applied where needed, it fixes what it says, and it is a no-op twice."""
+import collections
+import collections.abc
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import fastreid_ext
+from fastreid_ext import compat
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _fresh_python(code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_every_patch_has_a_reason_and_apply_is_idempotent():
+    assert len(compat.PATCHES) >= 10
+    for name, (stage, reason, fn) in compat.PATCHES.items():
+        assert stage in ("early", "fastreid", "pose") and len(reason) > 20, name
+    assert compat.apply() == []  # everything needed was applied at import; nothing twice
+    assert "| `cpu_data_loader` |" in compat.patch_table()
+
+
+def test_patches_applied_in_a_fresh_process_on_this_stack():
+    out = _fresh_python("""
+        import fastreid_ext
+        print(",".join(fastreid_ext.compat.APPLIED))
+    """)
+    applied = out.strip().splitlines()[-1].split(",")
+    # on Python 3.11 / torch 2.x / numpy 1.26 all of these are needed
+    for name in ("collections_abc_aliases", "torch_six", "numpy_aliases", "cpu_data_loader", "amp_on_cpu",
+                 "cython_evaluator", "torch_load_weights_only", "jaccard_on_cpu", "launch_on_cpu",
+                 "preprocess_not_in_place", "targets_to_device"):
+        assert name in applied
+
+
+def test_python_torch_numpy_removals():
+    assert collections.Mapping is collections.abc.Mapping
+    import torch._six
+
+    assert torch._six.string_classes == (str, bytes)
+    assert np.bool is bool and np.int is int
+    from fastreid.data.build import fast_batch_collator
+
+    batch = fast_batch_collator([{"a": torch.ones(2), "p": "x", "i": 1}, {"a": torch.zeros(2), "p": "y", "i": 2}])
+    assert batch["p"] == ["x", "y"] and batch["a"].shape == (2, 2) and batch["i"].tolist() == [1, 2]
+
+
+def test_numpy_alias_guard_is_noop_when_present(monkeypatch):
+    monkeypatch.setattr(np, "bool", bool, raising=False)
+    assert compat.PATCHES["numpy_aliases"][2]() is False
+
+
+def test_cpu_data_loader_is_plain_and_iterates():
+    import fastreid.data.build as build
+    from torch.utils.data import DataLoader
+
+    compat.set_device("cpu")
+    loader = build.DataLoaderX(0, dataset=[{"images": torch.ones(3)}] * 4, batch_size=2)
+    assert type(loader) is DataLoader and loader.pin_memory is False
+    assert len(list(loader)) == 2
+
+
+class _TinyModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, batch):
+        return {"loss": (self.w * batch["x"]).pow(2).mean()}
+
+
+def test_amp_falls_back_to_fp32_on_cpu_with_warning(caplog):
+    from fastreid.engine import defaults
+    from fastreid.utils.events import EventStorage
+
+    model = _TinyModel()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loader = iter([{"x": torch.ones(4)}] * 10)
+    with caplog.at_level(logging.WARNING):
+        trainer = defaults.AMPTrainer(model, loader, opt, None)
+    assert "AMP needs CUDA" in caplog.text
+    trainer.iter = 0
+    with EventStorage(0):
+        trainer.run_step()  # the unpatched AMPTrainer asserts torch.cuda.is_available() here
+    assert model.w.item() < 1.0
+
+
+def test_cython_evaluator_never_exits_or_compiles():
+    import fastreid.evaluation.rank as fr_rank
+    import fastreid.evaluation.rank_cylib as rank_cylib
+    from fastreid.evaluation import ReidEvaluator
+
+    with pytest.raises(RuntimeError, match="cython_build"):
+        rank_cylib.compile_helper()
+    cfg = fastreid_ext.get_cfg()
+    ReidEvaluator(cfg, num_query=2)  # would run `make` in site-packages and sys.exit on failure
+    assert getattr(fr_rank.evaluate_rank, "__fastreid_ext_patched__", False)
+    dist = np.array([[0.1, 0.5, 0.9], [0.2, 0.1, 0.4]], np.float32)
+    cmc, aps, inps = fr_rank.evaluate_rank(dist, np.array([1, 2]), np.array([1, 2, 3]), np.array([0, 0]),
+                                           np.array([1, 1, 1]), max_rank=3)
+    assert cmc[0] == 1.0 and np.allclose(aps, 1.0)
+
+
+def test_checkpoints_with_numpy_load(tmp_path, caplog):
+    from fastreid.utils.checkpoint import Checkpointer
+
+    model = torch.nn.Linear(2, 2)
+    path = tmp_path / "ckpt.pth"
+    torch.save({"model": model.state_dict(), "extra": np.arange(3), "epoch": 4}, path)
+    with pytest.raises(Exception):
+        torch.load(path, weights_only=True)  # what torch >= 2.6 does by default
+    with caplog.at_level(logging.WARNING):
+        ckpt = Checkpointer(torch.nn.Linear(2, 2)).load(str(path))
+    assert "not a weights-only checkpoint" in caplog.text and ckpt["epoch"] == 4
+    # a plain weights checkpoint goes through the safe loader without a warning
+    torch.save({"model": model.state_dict()}, path)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        Checkpointer(torch.nn.Linear(2, 2)).load(str(path))
+    assert "not a weights-only" not in caplog.text
+
+
+def test_jaccard_distance_runs_on_cpu():
+    from fastreid.utils.compute_dist import compute_jaccard_distance
+
+    compat.set_device("cpu")
+    feats = torch.nn.functional.normalize(torch.randn(40, 8), dim=1)
+    d = compute_jaccard_distance(feats, k1=5, k2=2)  # default search_option=0 calls .cuda()
+    assert d.shape == (40, 40) and np.isfinite(d).all()
+
+
+def test_preprocess_image_does_not_modify_the_batch():
+    cfg = fastreid_ext.get_cfg()
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.DEPTH", "18x", "MODEL.BACKBONE.FEAT_DIM", "512",
+                         "MODEL.BACKBONE.PRETRAIN", "False", "MODEL.HEADS.NUM_CLASSES", "3"])
+    from fastreid.modeling import build_model
+
+    model = build_model(cfg)
+    imgs = torch.full((2, 3, 64, 32), 200.0)
+    out = model.preprocess_image({"images": imgs})
+    assert torch.equal(imgs, torch.full((2, 3, 64, 32), 200.0))
+    assert torch.allclose(out[0, 0, 0, 0], (200.0 - model.pixel_mean[0, 0, 0, 0]) / model.pixel_std[0, 0, 0, 0])
+
+
+def test_launch_two_cpu_processes_with_gloo(tmp_path):
+    out = _fresh_python(f"""
+        import fastreid_ext
+        from fastreid_ext import compat
+        compat.set_device("cpu")
+        from fastreid.engine import launch
+        from tests.helpers_dist import write_world
+        launch(write_world, 2, dist_url="auto", args=({str(tmp_path)!r},))
+        print("done")
+    """)
+    assert "done" in out
+    got = sorted(open(tmp_path / f"rank{r}.txt").read() for r in range(2))
+    assert got == ["0/2/3.0", "1/2/3.0"]
+
+
+def test_pose_patches_wait_for_mmpose_import():
+    pytest.importorskip("mmcv", reason="pose extra (mmcv-lite) not installed")
+    out = _fresh_python("""
+        import sys, fastreid_ext
+        assert "mmcv" not in sys.modules and "pose_stack" not in fastreid_ext.compat.APPLIED
+        import mmpose.apis  # triggers the pose patches
+        print(",".join(fastreid_ext.compat.APPLIED))
+    """)
+    assert "pose_stack" in out

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Installs fastreid_ext and everything it needs into the active Python environment. Idempotent: a
+# second run with everything in place only checks and returns (a few seconds).
+#
+#   bash tools/install.sh            # everything (fastreid, our package, pose stack, torchreid, test tools)
+#   bash tools/install.sh --core     # without the pose stack and torchreid
+#
+# Why a script and not just pip: fastreid==1.4.0 pins torch==1.13.1, so it is installed with --no-deps;
+# mmpose/mmengine/mmcv-lite declare opencv-python (clobbers our single cv2) and chumpy (fails to build),
+# so they are installed with --no-deps too and their real needs come from our "pose" extra.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
+PIP="$PY -m pip install --disable-pip-version-check -q -c constraints.txt"
+core=0; [ "${1:-}" = "--core" ] && core=1
+
+have() { $PY - "$@" <<'PYEOF' 2>/dev/null
+import sys
+from importlib import metadata
+for spec in sys.argv[1:]:
+    name, _, ver = spec.partition("==")
+    try:
+        got = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        sys.exit(1)
+    if ver and got != ver:
+        sys.exit(1)
+PYEOF
+}
+
+# 1. torch + torchvision from PyPI (the CUDA build; it runs on CPU). A CPU-only torch without a matching
+#    torchvision does not work: FastReID needs torchvision.
+if ! $PY -c "import torch, torchvision" 2>/dev/null; then
+  echo "[install] torch + torchvision"
+  $PIP torch torchvision
+fi
+
+# 2. FastReID without its pins, then our package with its declared dependencies.
+have fastreid==1.4.0 || { echo "[install] fastreid 1.4.0 (--no-deps)"; $PIP --no-deps fastreid==1.4.0; }
+extras="dev"; [ $core = 0 ] && extras="all"
+if ! have fastreid_ext || ! $PY -c "import fastreid_ext" 2>/dev/null || [ -n "${FASTREID_EXT_REINSTALL:-}" ]; then
+  echo "[install] fastreid_ext[$extras] (editable)"
+  $PIP -e ".[$extras]"
+elif ! $PY -c "import pytest, tqdm, faiss, sklearn, cv2" 2>/dev/null; then
+  $PIP -e ".[$extras]"
+fi
+
+# 3. The pose stack: mm* packages without their declared deps (see above).
+if [ $core = 0 ]; then
+  have mmengine==0.10.7 mmcv-lite==2.1.0 mmpose==1.3.2 mmdet==3.3.0 || {
+    echo "[install] mmengine / mmcv-lite / mmpose / mmdet (--no-deps)"
+    $PIP --no-deps mmengine==0.10.7 mmcv-lite==2.1.0 mmpose==1.3.2 mmdet==3.3.0
+  }
+  # mediapipe's metadata wants opencv-contrib-python (non-headless); ours is the headless build.
+  $PY -m pip uninstall -y -q opencv-python opencv-contrib-python opencv-python-headless 2>/dev/null || true
+  $PY -c "import cv2" 2>/dev/null || $PIP --force-reinstall --no-deps "opencv-contrib-python-headless<4.12"
+fi
+
+# 4. FastReID's Cython rank evaluator, built into the user cache (never into site-packages).
+$PY -m fastreid_ext.evaluation.cython_build || true
+$PY -c "import fastreid_ext, numpy, torch; print('[install] ok: torch', torch.__version__, '| numpy', numpy.__version__, '| patches:', ', '.join(fastreid_ext.compat.APPLIED))"
