@@ -24,7 +24,7 @@ EXTRAS = {
         "absl-py", "attrs", "flatbuffers",
         "protobuf>=4.25.3,<5",       # mediapipe 0.10.14 needs protobuf 4.x
         "addict", "yapf", "pyyaml", "rich", "packaging",  # mmengine / mmcv-lite
-        "json-tricks", "munkres", "scipy", "xtcocotools>=1.12",  # mmpose
+        "json-tricks", "munkres", "scipy", "six", "xtcocotools>=1.12",  # mmpose (six: imported, not declared)
     ],
     "torchreid": ["torchreid==0.2.5", "gdown"],
     "dev": ["pytest>=7", "pytest-timeout"],
