@@ -438,6 +438,10 @@ def apply() -> List[str]:
     The pose patches are deferred to the first import of ``mmpose``/``mmdet`` (see
     :class:`_PoseImportHook`) unless those are already imported."""
     done = _run("early")
+    # Register a prebuilt Cython evaluator (user cache) before FastReID's rank.py looks for it.
+    from .evaluation.cython_build import load_cython_evaluator
+
+    load_cython_evaluator()
     import fastreid  # noqa: F401  (the early patches make this import work)
     import fastreid.data.build  # noqa: F401
     import fastreid.engine  # noqa: F401
