@@ -2,6 +2,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,7 +12,7 @@ from fastreid_ext.engine import Trainer
 TINY = ["MODEL.DEVICE", "cpu", "INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]",
         "INPUT.PADDING.SIZE", "2", "DATASETS.SYNTHPED.PRESET", "tiny", "SOLVER.IMS_PER_BATCH", "16",
         "DATALOADER.NUM_WORKERS", "0", "DATALOADER.NUM_INSTANCE", "4", "SOLVER.WARMUP_ITERS", "5",
-        "TEST.IMS_PER_BATCH", "64"]
+        "TEST.IMS_PER_BATCH", "64", "SOLVER.LOG_PERIOD", "2"]
 
 
 def tiny_cfg(out_dir, *opts):
@@ -39,7 +40,7 @@ def test_train_eval_end_to_end_and_resume(datasets_root, tmp_path):
     assert os.path.isfile(out / "model_final.pth") and os.path.isfile(out / "model_0001.pth")
     assert os.path.isfile(datasets_root / "synthped" / "tiny" / "SynthPedA" / "meta.json")
     losses = _losses(out)
-    assert len(losses) >= 2 and losses[-1] < losses[0]  # the baseline learns
+    assert len(losses) >= 10 and np.mean(losses[-3:]) < np.mean(losses[:3])  # the baseline learns
 
     # resume: a new trainer picks up the last checkpoint, epoch counter and weights
     cfg2 = tiny_cfg(out, "SOLVER.MAX_EPOCH", "5", "SOLVER.STEPS", "[3]", "SOLVER.CHECKPOINT_PERIOD", "2",

@@ -35,6 +35,8 @@ def add_fastreid_ext_config(cfg):
     # (logged once per image: zero-score keypoints, an all-ones mask, i.e. the unmasked image).
     _C.DATASETS.ANNOTATIONS.ON_MISSING = "error"
 
+    # Iterations between two log lines / metrics.json rows (FastReID hard-codes 200).
+    _C.SOLVER.LOG_PERIOD = 200
     # Evaluate the model before the first iteration too and print before/after side by side.
     _C.TEST.EVAL_INIT = False
 
