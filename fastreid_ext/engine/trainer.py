@@ -27,6 +27,35 @@ def register_trainer_hooks(meta_arch: str):
     return deco
 
 
+#: META_ARCHITECTURE name -> ``fn(trainer_cls, cfg, dataset_name, output_dir) -> (loader, evaluator) | None``
+_EVALUATOR_BUILDERS: Dict[str, Callable] = {}
+
+
+def register_evaluator(meta_arch: str):
+    """Decorator: ``fn`` builds the test loader + evaluator for models of ``meta_arch``; returning ``None``
+    falls back to FastReID's ``ReidEvaluator`` (e.g. when the method's test option is off)."""
+
+    def deco(fn):
+        _EVALUATOR_BUILDERS[meta_arch] = fn
+        return fn
+
+    return deco
+
+
+#: META_ARCHITECTURE name -> ``Trainer`` subclass that ``Trainer(cfg)`` builds for it (e.g. MMT's)
+_TRAINERS: Dict[str, type] = {}
+
+
+def register_trainer(meta_arch: str):
+    """Class decorator: ``Trainer(cfg)`` builds this ``Trainer`` subclass for models of ``meta_arch``."""
+
+    def deco(cls):
+        _TRAINERS[meta_arch] = cls
+        return cls
+
+    return deco
+
+
 def prepare_cfg(cfg) -> None:
     """Process-wide settings a config implies (device for the compat layer, SynthPed options)."""
     compat.set_device(cfg.MODEL.DEVICE)
@@ -37,12 +66,22 @@ class Trainer(DefaultTrainer):
     """FastReID's ``DefaultTrainer``; loaders carry keypoints/masks when the config asks for them,
     and methods plug hooks in with :func:`register_trainer_hooks`."""
 
+    def __new__(cls, cfg, *args, **kwargs):
+        if cls is Trainer:  # a method's own trainer class (register_trainer), else this one
+            cls = _TRAINERS.get(cfg.MODEL.META_ARCHITECTURE, cls)
+        return super().__new__(cls)
+
     def __init__(self, cfg):
         prepare_cfg(cfg)
         super().__init__(cfg)
 
     def build_hooks(self):
+        from fastreid.engine import hooks
+
         ret = super().build_hooks()
+        for h in ret:  # FastReID hard-codes a 200-iteration writer period; CPU runs want more often
+            if isinstance(h, hooks.PeriodicWriter):
+                h._period = self.cfg.SOLVER.LOG_PERIOD
         extra = []
         for fn in _HOOK_BUILDERS.get(self.cfg.MODEL.META_ARCHITECTURE, []):
             extra.extend(fn(self))
@@ -69,6 +108,12 @@ class Trainer(DefaultTrainer):
     def build_test_loader(cls, cfg, dataset_name):
         prepare_cfg(cfg)
         return data_build.build_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_dir=None):
+        fn = _EVALUATOR_BUILDERS.get(cfg.MODEL.META_ARCHITECTURE)
+        built = fn(cls, cfg, dataset_name, output_dir) if fn is not None else None
+        return built if built is not None else super().build_evaluator(cfg, dataset_name, output_dir)
 
     @classmethod
     def test(cls, cfg, model):
