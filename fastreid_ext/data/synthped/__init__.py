@@ -1,8 +1,19 @@
-"""SynthPed: procedural pedestrians with exact keypoints and masks, in several camera domains.
+"""SynthPed: procedural pedestrians with exact COCO-17 keypoints and person masks, in three camera
+domains (numpy + OpenCV only; importing it needs neither torch nor FastReID).
 
-See :mod:`.render` (body model, cameras, domains) and :mod:`.generate` (dataset writer).
+* :mod:`.render`   - body model, cameras/domains (:data:`DOMAINS`), :func:`render_person`
+* :mod:`.generate` - :func:`generate_dataset` (Market-1501 layout + ``keypoints.json`` + ``masks/`` +
+  ``meta.json``) and :func:`make_preview`
+
+``tools/make_synthetic.py`` is the command line around it.
 """
-from .generate import PRESETS, generate_dataset  # noqa: F401
-from .preview import make_preview  # noqa: F401
-from .render import (COCO_KEYPOINT_NAMES, DOMAINS, FLIP_PAIRS, CameraSpec, DomainSpec, Identity,  # noqa: F401
-                     draw_keypoints, render_person, sample_identity)
+from .generate import (FORMAT_VERSION, IMAGE_NAME_RE, PRESETS, DatasetParameterMismatch,  # noqa: F401
+                       generate_dataset, make_preview)
+from .render import (COCO_KEYPOINT_NAMES, COCO_SKELETON, DOMAINS, FLIP_PAIRS, VIEWS, CameraSpec,  # noqa: F401
+                     DomainSpec, Identity, draw_keypoints, render_person, render_sample, sample_identity)
+
+__all__ = [
+    "generate_dataset", "make_preview", "DOMAINS", "DomainSpec", "CameraSpec", "Identity", "COCO_KEYPOINT_NAMES",
+    "FLIP_PAIRS", "COCO_SKELETON", "VIEWS", "render_person", "render_sample", "sample_identity", "draw_keypoints",
+    "PRESETS", "FORMAT_VERSION", "IMAGE_NAME_RE", "DatasetParameterMismatch",
+]

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 import cv2
 import numpy as np
 
 __all__ = [
     "COCO_KEYPOINT_NAMES", "FLIP_PAIRS", "COCO_SKELETON", "VIEWS", "CameraSpec", "DomainSpec", "DOMAINS",
-    "Identity", "RenderResult", "sample_identity", "render_person", "render_sample", "draw_keypoints",
+    "Identity", "RenderResult", "sample_identity", "sample_similar_identity", "render_person", "render_sample",
+    "draw_keypoints",
     "stable_hash",
 ]
 
@@ -134,9 +135,9 @@ DOMAINS = {
         "SynthPedC", 3003, "night",
         "3 night-like cameras: dark scenes with lamps, sodium or bluish casts, large scale, heavy noise",
         (
-            _cam(1, "night", 301, (40, 45, 55), (0.40, 0.30, 0.15, 0.15), (0.84, 0.96), 0.60, (0.70, 0.95, 1.30), (0.5, 1.0), 7.0, (55, 70), 0.15),
-            _cam(2, "night", 302, (60, 45, 35), (0.20, 0.40, 0.20, 0.20), (0.86, 0.97), 0.55, (1.30, 1.02, 0.78), (0.6, 1.1), 8.0, (50, 65), 0.15),
-            _cam(3, "night", 303, (45, 50, 50), (0.25, 0.25, 0.25, 0.25), (0.82, 0.95), 0.65, (0.95, 1.00, 1.08), (0.7, 1.2), 7.5, (55, 70), 0.20),
+            _cam(1, "night", 301, (40, 45, 55), (0.40, 0.30, 0.15, 0.15), (0.84, 0.96), 0.66, (0.80, 0.96, 1.20), (0.5, 1.0), 6.0, (55, 70), 0.15),
+            _cam(2, "night", 302, (60, 45, 35), (0.20, 0.40, 0.20, 0.20), (0.86, 0.97), 0.62, (1.20, 1.02, 0.86), (0.6, 1.1), 7.0, (50, 65), 0.15),
+            _cam(3, "night", 303, (45, 50, 50), (0.25, 0.25, 0.25, 0.25), (0.82, 0.95), 0.70, (0.95, 1.00, 1.06), (0.7, 1.2), 6.5, (55, 70), 0.20),
         ),
         p_backpack=0.3, p_bag=0.2, p_hat=0.15, p_short_sleeve=0.2, p_shorts=0.05, p_skirt=0.1,
     ),
@@ -237,7 +238,7 @@ def _pick(rng, weights: dict, exclude=()) -> str:
     return names[int(rng.choice(len(names), p=p / p.sum()))]
 
 
-def _jitter(rng, bgr, dv=0.12, dc=7.0) -> Color:
+def _jitter(rng, bgr, dv=0.05, dc=4.0) -> Color:
     c = np.asarray(bgr, float) * rng.uniform(1 - dv, 1 + dv) + rng.normal(0, dc, 3)
     return tuple(int(v) for v in np.clip(c, 0, 255))
 
@@ -294,6 +295,40 @@ def sample_identity(rng, domain="SynthPedA") -> Identity:
         gait_amp=float(rng.uniform(0.8, 1.15)), **kw)
 
 
+#: attribute groups of :class:`Identity`; near-twins share all but one or two groups
+ATTRIBUTE_GROUPS = {
+    "upper": ("upper_name", "upper_color", "upper_pattern", "pattern_name", "pattern_color", "pattern_period",
+              "logo_shape"),
+    "sleeve": ("sleeve",),
+    "lower": ("lower_name", "lower_color", "lower_type", "legwear"),
+    "shoes": ("shoe_name", "shoe_color"),
+    "hair": ("hair_style", "hair_color"),
+    "carry": ("backpack", "backpack_name", "backpack_size", "bag", "bag_name", "bag_carry", "bag_side"),
+    "hat": ("hat", "hat_style"),
+    "skin": ("skin",),
+}
+_TWIN_GROUP_W = {"upper": 1.0, "sleeve": 0.5, "lower": 1.0, "shoes": 0.8, "hair": 0.8, "carry": 1.0, "hat": 0.4,
+                 "skin": 0.3}
+
+
+def sample_similar_identity(rng, base: Identity, domain="SynthPedA") -> Identity:
+    """A near-twin of ``base``: a fresh person who copies all of ``base``'s attribute groups but one or
+    two (body shape and gait always fresh), so that only a few cues tell them apart."""
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    fresh = sample_identity(rng, domain)
+    names = list(_TWIN_GROUP_W)
+    p = np.array([_TWIN_GROUP_W[n] for n in names])
+    keep_fresh = set(rng.choice(names, size=1 if rng.random() < 0.7 else 2, replace=False, p=p / p.sum()))
+    copied = {}
+    for g, fields in ATTRIBUTE_GROUPS.items():
+        if g not in keep_fresh:
+            for f in fields:
+                copied[f] = getattr(base, f)
+    if fresh.lower_type == "skirt" or base.lower_type == "skirt":  # keep hips/hair plausible for skirts
+        copied.setdefault("hip_ratio", base.hip_ratio)
+    return replace(fresh, **copied)
+
+
 # --------------------------------------------------------------------------------------------
 # body model
 # --------------------------------------------------------------------------------------------
@@ -317,6 +352,9 @@ def _rot_y(p, a):
     frame (X image-right, Y up, Z towards the camera); a = 0 shows the front."""
     p = np.asarray(p, float)
     c, s = math.cos(a), math.sin(a)
+    if p.ndim == 1:
+        x, y, z = float(p[0]), float(p[1]), float(p[2])
+        return np.array((x * c + z * s, y, -x * s + z * c))
     return np.stack([p[..., 0] * c + p[..., 2] * s, p[..., 1], -p[..., 0] * s + p[..., 2] * c], -1)
 
 
@@ -423,6 +461,9 @@ class _Projector:
     def hr(self, p):
         """Body-frame point(s) -> super-sampled canvas pixel coordinates."""
         w = self.world(p)
+        if w.ndim == 1:
+            return np.array(((self.cx + self.s * w[0] + 0.5) * self.S - 0.5,
+                             (self.vg - self.s * w[1] + 0.5) * self.S - 0.5))
         u = (self.cx + self.s * w[..., 0] + 0.5) * self.S - 0.5
         v = (self.vg - self.s * w[..., 1] + 0.5) * self.S - 0.5
         return np.stack([u, v], -1)
@@ -643,7 +684,7 @@ def _draw_person(cv, ident: Identity, P: dict, pr: _Projector):
 
     # ---- long hair curtain behind the head
     if ident.hair_style == "long":
-        hc = _v(0, 0.85, P["head_c"][2] - 0.032)
+        hc = _v(0, 0.85, P["head_c"][2] - 0.05)
         add(pr.depth(hc), lambda hc=hc: _draw_box(cv, pr, hc, (0.047, 0.075, 0.02), ident.hair_color))
 
     # ---- neck and head
@@ -763,7 +804,7 @@ def _camera_scene(cam: CameraSpec, H: int, W: int) -> np.ndarray:
         fl = np.broadcast_to(floor, (SH - horizon, SW, 3)) * (0.95 + 0.1 * (yy[horizon:] - horizon) / (SH - horizon))
         img[horizon:] = fl + _lowfreq(rng, SH - horizon, SW, 10, 4)
         step = max(4, W // 5)
-        for i, yl in enumerate(range(horizon + 3, SH, step)):
+        for yl in range(horizon + 3, SH, step):
             cv2.line(img, (0, yl), (SW, yl), (floor * 0.88).tolist(), 1)
         for xl in range(0, SW, int(W * 0.45)):
             cv2.line(img, (xl, horizon), (int(xl + (xl - SW / 2) * 0.6), SH), (floor * 0.88).tolist(), 1)
@@ -921,7 +962,7 @@ class RenderResult:
 
 
 def _supersample(H: int) -> int:
-    return int(np.clip(round(512 / H), 2, 4))
+    return int(np.clip(round(384 / H), 2, 4))
 
 
 def render_sample(identity: Identity, camera: CameraSpec, rng, height: int = 128, width: int = 64, *,
@@ -966,21 +1007,25 @@ def render_sample(identity: Identity, camera: CameraSpec, rng, height: int = 128
     Hh, Wh = H * S, W * S
     cv = np.zeros((Hh, Wh, 4), np.uint8)
     _draw_person(cv, identity, P, pr)
-    occ = np.zeros((Hh, Wh, 4), np.uint8)
     occ_kind = None
     if occlusion is None:
         occlusion = bool(rng.random() < camera.occlusion_prob)
     if occlusion:
+        occ = np.zeros((Hh, Wh, 4), np.uint8)
         box = (pr.cx * S + (wpts[:, 0].min() * s) * S, (vg - s * top) * S, pr.cx * S + (wpts[:, 0].max() * s) * S,
                vg * S)
         occ_kind = _draw_occluder(occ, rng, camera.style, box, S)
 
     person = cv[..., 3] > 0
-    occm = occ[..., 3] > 0
-    layer = cv.copy()
-    layer[occm] = occ[occm]
+    if occlusion:
+        occm = occ[..., 3] > 0
+        layer = np.where(occm[..., None], occ, cv)
+        person = person & ~occm
+    else:
+        occm = None
+        layer = cv
     lay = cv2.resize(layer.astype(np.float32), (W, H), interpolation=cv2.INTER_AREA)
-    vis = cv2.resize((person & ~occm).astype(np.float32), (W, H), interpolation=cv2.INTER_AREA)
+    vis = cv2.resize(person.astype(np.float32), (W, H), interpolation=cv2.INTER_AREA)
     mask = np.where(vis >= 0.5, 255, 0).astype(np.uint8)
 
     # ---- background: a crop of the camera's scene + clutter + the person's floor shadow
@@ -1002,8 +1047,8 @@ def render_sample(identity: Identity, camera: CameraSpec, rng, height: int = 128
     img = bg * (1 - a) + lay[..., :3]
 
     # ---- camera: light, colour cast, blur, noise
-    gain = camera.brightness * rng.uniform(0.9, 1.1) * np.asarray(camera.color_gain, np.float32) * \
-        rng.uniform(0.97, 1.03, 3).astype(np.float32)
+    gain = camera.brightness * rng.uniform(0.85, 1.15) * np.asarray(camera.color_gain, np.float32) * \
+        rng.uniform(0.94, 1.06, 3).astype(np.float32)
     img = img * gain
     sigma = rng.uniform(*camera.blur_range)
     if sigma > 0.15:
@@ -1020,7 +1065,7 @@ def render_sample(identity: Identity, camera: CameraSpec, rng, height: int = 128
     hr = pr.hr(np.stack([P[k] for k in KP_SOURCES]))
     hx = np.clip(np.round(hr[:, 0]).astype(int), 0, Wh - 1)
     hy = np.clip(np.round(hr[:, 1]).astype(int), 0, Hh - 1)
-    occluded = occm[hy, hx]
+    occluded = occm[hy, hx] if occm is not None else np.zeros(17, bool)
     kp[:, 2] = (inside & ~occluded).astype(np.float32)
     info = {"view": view, "yaw_deg": round(math.degrees(yaw), 1), "walking": walking,
             "occluder": occ_kind, "scale": round(float(frac), 3), "bad_crop": bad_crop}
