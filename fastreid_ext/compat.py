@@ -223,6 +223,26 @@ def _cython_evaluator() -> bool:
     return True
 
 
+@_patch("optimizer_not_contiguous", "fastreid",
+        "torch 2's zero_grad() sets grads to None, cutting FastReID's contiguous parameter buffer off its "
+        "gradients: DefaultTrainer would never change a weight; build per-parameter optimizers instead")
+def _optimizer_not_contiguous() -> bool:
+    import fastreid.engine.defaults as defaults
+    import fastreid.solver as solver
+
+    if getattr(defaults.build_optimizer, "__fastreid_ext_patched__", False):
+        return False
+    original = solver.build_optimizer
+
+    @functools.wraps(original)
+    def build_optimizer(cfg, model, contiguous=True):
+        return original(cfg, model, contiguous=False)
+
+    build_optimizer.__fastreid_ext_patched__ = True
+    defaults.build_optimizer = build_optimizer
+    return True
+
+
 def _torch_load_defaults_to_weights_only() -> bool:
     import inspect
 

@@ -39,7 +39,7 @@ def test_patches_applied_in_a_fresh_process_on_this_stack():
     """)
     applied = out.strip().splitlines()[-1].split(",")
     # on Python 3.11 / torch 2.x / numpy 1.26 all of these are needed
-    for name in ("collections_abc_aliases", "torch_six", "numpy_aliases", "cpu_data_loader", "amp_on_cpu",
+    for name in ("optimizer_not_contiguous", "collections_abc_aliases", "torch_six", "numpy_aliases", "cpu_data_loader", "amp_on_cpu",
                  "cython_evaluator", "torch_load_weights_only", "jaccard_on_cpu", "launch_on_cpu",
                  "preprocess_not_in_place", "targets_to_device"):
         assert name in applied
@@ -178,3 +178,22 @@ def test_pose_patches_wait_for_mmpose_import():
         print(",".join(fastreid_ext.compat.APPLIED))
     """)
     assert "pose_stack" in out
+
+
+def test_default_trainer_optimizer_really_updates_weights():
+    from fastreid.engine import DefaultTrainer
+    from fastreid.utils.events import EventStorage
+
+    cfg = fastreid_ext.get_cfg()
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.DEPTH", "18x", "MODEL.BACKBONE.FEAT_DIM", "512",
+                         "MODEL.BACKBONE.PRETRAIN", "False", "MODEL.HEADS.NUM_CLASSES", "4"])
+    model = DefaultTrainer.build_model(cfg)
+    optimizer, _ = DefaultTrainer.build_optimizer(cfg, model)
+    before = model.backbone.conv1.weight.detach().clone()
+    with EventStorage(0):
+        for _ in range(2):  # zero_grad (set_to_none) then a step, as SimpleTrainer does
+            loss = sum(model({"images": torch.rand(8, 3, 64, 32) * 255, "targets": torch.arange(8) % 4}).values())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    assert not torch.equal(before, model.backbone.conv1.weight)

@@ -34,7 +34,10 @@ def test_train_eval_end_to_end_and_resume(datasets_root, tmp_path):
     os.makedirs(out, exist_ok=True)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
+    init = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     results = trainer.train()
+    moved = [k for k, v in trainer.model.state_dict().items() if v.is_floating_point() and not torch.equal(init[k], v)]
+    assert any("backbone.conv1" in k for k in moved) and any("heads" in k for k in moved)  # weights really train
     for k in ("Rank-1", "mAP", "mINP"):
         assert 0.0 <= results[k] <= 100.0
     assert os.path.isfile(out / "model_final.pth") and os.path.isfile(out / "model_0001.pth")

@@ -1,0 +1,244 @@
+"""End to end on CPU: SynthPedA (labelled source) -> SynthPedB (unlabelled target) with MMT, plain and with RBNet.
+
+For each variant (``plain``: FastReID's Baseline, ``rbnet``: RBNet):
+
+1. source pre-training x 2 on SynthPedA with two seeds (``configs/SynthPed/bagtricks_R18.yml`` or
+   ``projects/RBNet/configs/SynthPed/rbnet_R18.yml``); FastReID's config has no ``SEED`` key, so this script
+   seeds torch / numpy / random itself (``fastreid.utils.env.seed_all_rng``) before building each trainer;
+2. source-only evaluation on SynthPedB (the target test split) of both source models;
+3. MMT adaptation on SynthPedB's unlabelled train split from the two checkpoints
+   (``projects/MMT/configs/SynthPedA-SynthPedB/mmt_R18.yml`` / ``mmt_rbnet_R18.yml``);
+4. evaluation of the mean network on SynthPedB.
+
+Also: seed 1's source model with its BatchNorm statistics re-estimated on SynthPedB (AdaBN, a diagnostic, not
+MMT) and, with ``--oracle``, the plain model trained with SynthPedB's labels (same budget) as a reference.
+Inputs are 64 x 32 by default (``--size``; the configs say 128 x 64, 4x the compute) to fit ~20-30 CPU
+minutes; one torch thread (2 OpenMP threads on 2 cores shared with other jobs spin and get much slower).
+FastReID's contiguous optimizer buffer does not update any weight on torch 2 (see
+:func:`contiguous_params_broken`); the source trainings here use per-parameter groups when that is so.
+
+Prints a markdown table (also written to ``bench/results/mmt_synthped.md``) with the commands' settings.
+
+    python bench/mmt_synthped.py [--variants plain rbnet] [--src-epochs 3] [--mmt-epochs 4] [--mmt-iters 20]
+        [--size 64 32] [--threads 1] [--oracle]
+        [--out-dir logs/MMT/synthped] [--mmt-opts KEY VALUE ...]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+import fastreid_ext  # noqa: E402
+from fastreid.utils.env import seed_all_rng  # noqa: E402
+from fastreid_ext.engine import Trainer  # noqa: E402
+
+SOURCE_CFG = {"plain": "configs/SynthPed/bagtricks_R18.yml", "rbnet": "projects/RBNet/configs/SynthPed/rbnet_R18.yml"}
+MMT_CFG = {"plain": "projects/MMT/configs/SynthPedA-SynthPedB/mmt_R18.yml",
+           "rbnet": "projects/MMT/configs/SynthPedA-SynthPedB/mmt_rbnet_R18.yml"}
+
+
+def contiguous_params_broken() -> bool:
+    """FastReID's ``ContiguousParams`` + torch 2's ``zero_grad(set_to_none=True)``: the flat buffer loses its
+    gradient and the optimizer never updates the weights. True when that happens on this stack."""
+    from fastreid.utils.params import ContiguousParams
+
+    lin = torch.nn.Linear(2, 1)
+    w0 = lin.weight.detach().clone()
+    params = ContiguousParams([{"params": [p], "lr": 0.1, "weight_decay": 0.0, "freeze_status": "normal"}
+                               for p in lin.parameters()])
+    opt = torch.optim.SGD(params.contiguous(), lr=0.1)
+    opt.zero_grad()
+    lin(torch.ones(1, 2)).sum().backward()
+    opt.step()
+    return torch.equal(lin.weight.detach(), w0)
+
+
+class SourceTrainer(Trainer):
+    """fastreid_ext's Trainer with per-parameter optimizer groups when FastReID's contiguous buffer is broken
+    on this stack (see :func:`contiguous_params_broken`); otherwise identical."""
+
+    broken = None
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        from fastreid.solver import build_optimizer
+
+        if cls.broken is None:
+            cls.broken = contiguous_params_broken()
+        return build_optimizer(cfg, model, contiguous=not cls.broken)
+
+
+def _cfg(path, opts):
+    cfg = fastreid_ext.get_cfg()
+    cfg.merge_from_file(str(ROOT / path))
+    cfg.merge_from_list(opts)
+    return cfg
+
+
+def _metrics(r):
+    return {k: float(r[k]) for k in ("mAP", "Rank-1", "Rank-5", "mINP") if k in r}
+
+
+def run(trainer_cls, cfg, seed=None):
+    if seed is not None:
+        seed_all_rng(seed)
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    t0 = time.perf_counter()
+    trainer = trainer_cls(cfg)
+    trainer.resume_or_load(resume=False)
+    results = trainer.train()
+    return _metrics(results), time.perf_counter() - t0, trainer
+
+
+def adabn_eval(src_cfg_path, common, ckpt):
+    """Diagnostic, not MMT: a source model with its BatchNorm statistics re-estimated on SynthPedB's train
+    images (AdaBN), evaluated on SynthPedB; tells how much of the gap is normalisation statistics."""
+    from fastreid.modeling.meta_arch import build_model
+    from fastreid.utils.checkpoint import Checkpointer
+    from fastreid_ext.engine.hooks_uda import target_items
+    from fastreid_ext.engine.trainer import prepare_cfg
+
+    cfg = _cfg(src_cfg_path, common + ["DATASETS.NAMES", '("SynthPedB",)', "DATASETS.TESTS", '("SynthPedB",)',
+                                       "MODEL.HEADS.NUM_CLASSES", "1", "MODEL.BACKBONE.PRETRAIN", "False"])
+    prepare_cfg(cfg)
+    model = build_model(cfg)
+    Checkpointer(model).load(ckpt)
+    from fastreid_ext.data import build as data_build
+    from fastreid_ext.data.common import AnnotatedDataset
+    from fastreid_ext.data.transforms import build_joint_transforms
+
+    ds = AnnotatedDataset(target_items(cfg), build_joint_transforms(cfg, is_train=False), relabel=False)
+    loader, _ = data_build.build_reid_test_loader(test_set=ds, test_batch_size=cfg.TEST.IMS_PER_BATCH, num_query=0,
+                                                  num_workers=cfg.DATALOADER.NUM_WORKERS)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    from fastreid_ext.modeling.meta_arch.mmt import adapter_for
+
+    adapter = adapter_for(model)  # train-mode forward of every branch (RBNet: plain and masked image)
+    model.train()
+    with torch.no_grad():
+        for b in loader:
+            adapter.student(model, b, torch.zeros(len(b["images"]), dtype=torch.long))
+    model.eval()
+    return _metrics(Trainer.test(cfg, model))
+
+
+def cpu_seconds() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--variants", nargs="+", default=["plain", "rbnet"], choices=["plain", "rbnet"])
+    ap.add_argument("--src-epochs", type=int, default=3)
+    ap.add_argument("--mmt-epochs", type=int, default=4)
+    ap.add_argument("--mmt-iters", type=int, default=20, help="UDA.ITERS_PER_EPOCH")
+    ap.add_argument("--size", type=int, nargs=2, default=[64, 32], help="input size (sources and MMT)")
+    ap.add_argument("--preset", default="default")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--oracle", action="store_true", help="also train the plain model on SynthPedB with labels")
+    ap.add_argument("--out-dir", default="logs/MMT/synthped")
+    ap.add_argument("--src-opts", nargs="*", default=[])
+    ap.add_argument("--mmt-opts", nargs="*", default=[])
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "mmt_synthped.md"))
+    args = ap.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    h, w = args.size
+    common = ["MODEL.DEVICE", "cpu", "DATASETS.SYNTHPED.PRESET", args.preset, "DATALOADER.NUM_WORKERS", str(args.workers),
+              "INPUT.SIZE_TRAIN", f"[{h}, {w}]", "INPUT.SIZE_TEST", f"[{h}, {w}]",
+              "INPUT.PADDING.SIZE", str(max(2, round(5 * h / 128)))]
+    per_variant = {"plain": [], "rbnet": ["MODEL.RBNET.HEATMAP.SIGMA", str(1.5 * h / 128)]}
+    t_all, c_all = time.perf_counter(), cpu_seconds()
+    rows, log = [], {}
+    oracle = None
+    trainer_items = []
+    if args.oracle:
+        cfg = _cfg(SOURCE_CFG["plain"], common + [
+            "DATASETS.NAMES", '("SynthPedB",)', "DATASETS.TESTS", '("SynthPedB",)',
+            "OUTPUT_DIR", os.path.join(args.out_dir, "oracle_bagtricks_R18_on_B"),
+            "SOLVER.MAX_EPOCH", str(args.src_epochs), "SOLVER.STEPS", "[1000]", "TEST.EVAL_PERIOD", str(args.src_epochs),
+            "SOLVER.CHECKPOINT_PERIOD", str(args.src_epochs), "TEST.EVAL_INIT", "False"] + args.src_opts)
+        oracle, secs, _ = run(SourceTrainer, cfg, 1)
+        print(f"oracle (plain, trained on SynthPedB with labels): {oracle} ({secs:.0f} s)", flush=True)
+    for v in args.variants:
+        c0, t0 = cpu_seconds(), time.perf_counter()
+        src, ck = [], []
+        for seed in (1, 2):
+            out = os.path.join(args.out_dir, f"source_{'bagtricks' if v == 'plain' else 'rbnet'}_R18_seed{seed}")
+            cfg = _cfg(SOURCE_CFG[v], common + per_variant[v] + [
+                "DATASETS.NAMES", '("SynthPedA",)', "DATASETS.TESTS", '("SynthPedB",)', "OUTPUT_DIR", out,
+                "SOLVER.MAX_EPOCH", str(args.src_epochs), "SOLVER.STEPS", "[1000]",
+                "TEST.EVAL_PERIOD", str(args.src_epochs), "SOLVER.CHECKPOINT_PERIOD", str(args.src_epochs),
+                "TEST.EVAL_INIT", "False"] + args.src_opts)
+            m, secs, _ = run(SourceTrainer, cfg, seed)
+            print(f"[{v}] source seed {seed} on SynthPedB: {m} ({secs:.0f} s)", flush=True)
+            src.append((m, secs))
+            ck.append(os.path.join(out, "model_final.pth"))
+        ada = adabn_eval(SOURCE_CFG[v], common + per_variant[v], ck[0])
+        print(f"[{v}] source seed 1 + AdaBN on SynthPedB: {ada}", flush=True)
+        out = os.path.join(args.out_dir, f"mmt_{'R18' if v == 'plain' else 'rbnet_R18'}")
+        cfg = _cfg(MMT_CFG[v], common + per_variant[v] + [
+            "MODEL.MMT.WEIGHTS_1", ck[0], "MODEL.MMT.WEIGHTS_2", ck[1], "OUTPUT_DIR", out,
+            "SOLVER.MAX_EPOCH", str(args.mmt_epochs), "TEST.EVAL_PERIOD", str(args.mmt_epochs),
+            "SOLVER.CHECKPOINT_PERIOD", str(args.mmt_epochs), "UDA.ITERS_PER_EPOCH", str(args.mmt_iters)]
+            + args.mmt_opts)
+        m, secs, trainer = run(Trainer, cfg, 1)
+        hist = [(x.num_clusters, x.num_outliers, round(x.eps, 4)) for x in trainer.uda.history]
+        print(f"[{v}] MMT on SynthPedB: {m} ({secs:.0f} s); clusters/outliers/eps per clustering: {hist}", flush=True)
+        rows.append(dict(v=v, src=src, ada=ada, mmt=m, secs=secs, hist=hist, eval_net=trainer.cfg.MODEL.MMT.EVAL_NET,
+                         cpu_min=(cpu_seconds() - c0) / 60, wall_min=(time.perf_counter() - t0) / 60))
+        log[v] = {"source": [x[0] for x in src], "source1_adabn": ada, "mmt": m, "clusterings": hist}
+        trainer_items = trainer.uda.items
+        del trainer
+
+    total, cpu_total = time.perf_counter() - t_all, cpu_seconds() - c_all
+    n_target = len(trainer_items)
+    lines = [f"SynthPedA -> SynthPedB (preset {args.preset}, {n_target} unlabelled target train images), "
+             f"ResNet-18 from scratch at {h} x {w} on CPU ({platform.processor() or platform.machine()}, "
+             f"{os.cpu_count()} cores shared with other jobs, {torch.get_num_threads()} torch thread(s)): source "
+             f"pre-training {args.src_epochs} epochs x 2 seeds, MMT {args.mmt_epochs} epochs x {args.mmt_iters} "
+             f"iterations (batch 64 = 16 x 4). Total {cpu_total / 60:.1f} min CPU, {total / 60:.1f} min wall.", "",
+             "| variant | source-only mAP / R1 on B (seed 1; seed 2) | seed 1 + AdaBN (diagnostic) | MMT mAP / R1 on B | "
+             "mAP vs best source | clusters (outliers) per clustering, eps | CPU / wall min |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        s_map = [x[0]["mAP"] for x in r["src"]]
+        s_r1 = [x[0]["Rank-1"] for x in r["src"]]
+        cl = ", ".join(f"{c} ({o})" for c, o, _ in r["hist"])
+        lines.append(f"| {'MMT' if r['v'] == 'plain' else 'MMT + RBNet'} | {s_map[0]:.1f} / {s_r1[0]:.1f}; "
+                     f"{s_map[1]:.1f} / {s_r1[1]:.1f} | {r['ada']['mAP']:.1f} / {r['ada']['Rank-1']:.1f} | "
+                     f"{r['mmt']['mAP']:.1f} / {r['mmt']['Rank-1']:.1f} | {r['mmt']['mAP'] - max(s_map):+.1f} | {cl}; "
+                     f"eps {r['hist'][0][2]} | {r['cpu_min']:.1f} / {r['wall_min']:.1f} |")
+    if oracle:
+        lines += ["", f"Reference: the plain model trained *with labels* on SynthPedB for the same {args.src_epochs} "
+                      f"epochs: {oracle['mAP']:.1f} mAP / {oracle['Rank-1']:.1f} R1."]
+    lines += ["", f"MMT is evaluated with its `{rows[0]['eval_net'] if rows else 'mean1'}` network. Command: "
+                  f"`python bench/mmt_synthped.py {' '.join(sys.argv[1:])}`".rstrip() + "."]
+    text = "\n".join(lines)
+    print(text)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text + "\n")
+    Path(args.out).with_suffix(".json").write_text(json.dumps({"oracle": oracle, **log}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,399 @@
+"""MMT: Mutual Mean-Teaching (Ge et al., ICLR 2020) around any registered re-id model, plain or with RBNet.
+
+Two networks ``net1``/``net2`` of ``MODEL.MMT.BASE_ARCH`` (Baseline, RBNet, HPLF, ...), initialised from two
+source-trained checkpoints (``MODEL.MMT.WEIGHTS_1/2``), and their temporal mean networks ``mean1``/``mean2``
+(RBNet Eqs. 5-6: ``E^T = a E^{T-1} + (1 - a) theta`` after every optimizer step, parameters only, buffers
+copied). Every batch brings two augmentations of each target image (:mod:`fastreid_ext.data.two_view`);
+net k and mean net k see view k. Loss (MMT Sec. 3.3)::
+
+    (1 - w_ce)  (CE_ls(net1) + CE_ls(net2))      + w_ce  (SoftCE(net1 | mean2) + SoftCE(net2 | mean1))
+  + (1 - w_tri) (Tri(net1)   + Tri(net2))        + w_tri (SoftTri(net1 | mean2) + SoftTri(net2 | mean1))
+
+with the hard pseudo labels of the current clustering (:mod:`fastreid_ext.engine.hooks_uda`); losses in
+:mod:`fastreid_ext.functional.mmt_losses`. Classifiers hold ``MODEL.HEADS.NUM_CLASSES`` rows (a capacity;
+the trainer sets it to the number of target images) of which the first ``num_classes`` (a buffer) are in
+use: they are re-initialised from the normalized cluster centres at every clustering, the rest are zero
+and ignored. Evaluation uses ``MODEL.MMT.EVAL_NET`` (a mean net by default).
+
+MMT + RBNet (Yu & Piao 2024, Sec. 1.2, Fig. 2): each network is an RBNet; the mean nets see the input
+masked by their network's mask, ``f_2 = F(M(x'|theta_2) x' | E[theta_2])`` (Eq. 7): soft ID between net k's
+plain-image classifier and mean net j's classifier on the masked image (Eqs. 7-8), soft triplet between
+the masked-image features of net k and of mean net j (Eqs. 9-11). Hard losses are applied to both RBNet
+branches (plain and masked image), plus RBNet's keypoint-heatmap MSE when the batch has keypoints.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastreid.config import CfgNode as CN
+from fastreid.modeling.meta_arch.build import META_ARCH_REGISTRY
+
+from ...config import register_config
+from ...data.two_view import view
+from ...functional.mmt_losses import (cross_entropy_ls, ema_alpha, ema_update_, soft_cross_entropy, soft_triplet,
+                                      softmax_triplet)
+
+logger = logging.getLogger(__name__)
+
+EVAL_NETS = ("mean1", "mean2", "mean_avg", "net1", "net2")
+
+
+@register_config
+def add_mmt_config(cfg):
+    """``MODEL.MMT`` (the networks and losses) and ``UDA`` (pseudo labels) keys."""
+    _C = cfg
+    _C.MODEL.MMT = CN()
+    _C.MODEL.MMT.BASE_ARCH = "Baseline"  # any registered meta-architecture: Baseline, RBNet, HPLF, ...
+    _C.MODEL.MMT.WEIGHTS_1 = ""  # source-trained checkpoints of BASE_ARCH for net 1 / net 2 (and their mean nets)
+    _C.MODEL.MMT.WEIGHTS_2 = ""
+    _C.MODEL.MMT.ALPHA = 0.999  # temporal-mean momentum a
+    _C.MODEL.MMT.EMA_WARMUP = True  # MMT's code: a_t = min(1 - 1/(t+1), a)
+    _C.MODEL.MMT.SOFT_CE_WEIGHT = 0.5  # w_ce
+    _C.MODEL.MMT.SOFT_TRI_WEIGHT = 0.8  # w_tri
+    _C.MODEL.MMT.CE_EPSILON = 0.1  # label smoothing of the hard CE
+    _C.MODEL.MMT.HARD_TRIPLET = "softmax"  # "softmax" (MMT's code, margin 0) | "hinge" (MODEL.LOSSES.TRI)
+    _C.MODEL.MMT.EVAL_NET = "mean1"  # mean1 | mean2 | mean_avg (both, L2-normalized, averaged) | net1 | net2
+
+    _C.UDA = CN()
+    _C.UDA.EPS = 0.0  # DBSCAN radius on the Jaccard distance; <= 0: MMT's rule at the first clustering, then kept
+    _C.UDA.EPS_RHO = 1.6e-3  # MMT's rule: mean of the smallest rho fraction of the pairwise distances
+    _C.UDA.MIN_SAMPLES = 4
+    _C.UDA.K1 = 30  # k-reciprocal Jaccard distance
+    _C.UDA.K2 = 6
+    _C.UDA.KNN_INDEX = "auto"  # faiss: auto (exact flat_l2 up to 50k samples, IVF above) | flat_l2 | flat_ip | ivf
+    _C.UDA.OUTLIERS = "drop"  # drop (MMT) | keep (each outlier its own class)
+    _C.UDA.CLUSTER_EVERY = 1  # re-cluster every N epochs
+    _C.UDA.ITERS_PER_EPOCH = 0  # 0: images // batch (FastReID); MMT: 400
+    _C.UDA.RESET_OPTIMIZER = True  # clear the optimizer state at every re-clustering (MMT builds a new Adam)
+    _C.UDA.ADABN = False  # before the first clustering, re-estimate BN statistics on the target (AdaBN; not MMT's)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Adapters: what MMT needs from a base model (one for Baseline-like models, one for RBNet)
+# ----------------------------------------------------------------------------------------------------------
+class BaselineAdapter:
+    """Any ``Baseline`` subclass: ``backbone`` + ``heads`` (FastReID's EmbeddingHead); one ``plain`` branch."""
+
+    branches = ("plain",)
+    soft_ce_pair = ("plain", "plain")  # (student branch, mean-net branch)
+    soft_tri_pair = ("plain", "plain")
+
+    def classifiers(self, model) -> Dict[str, nn.Module]:
+        return {"plain": model.heads}
+
+    def student(self, model, batch, targets):
+        x = model.preprocess_image(batch)
+        out = model.heads(model.backbone(x), targets)
+        return {"plain": out}, {}, None
+
+    def teacher(self, model, batch, targets, student_extra):
+        return self.student(model, batch, targets)[0]
+
+    def extract(self, model, batch) -> Dict[str, torch.Tensor]:
+        return {"plain": model(batch)}
+
+    def cluster_branch(self, model) -> str:
+        return "plain"
+
+
+class RBNetAdapter(BaselineAdapter):
+    """RBNet (``fastreid_ext.modeling.meta_arch.rbnet``): ``plain`` (backbone 1 + head 1 on the image) and
+    ``masked`` (backbone 2 + head 2 on ``x * M(x)``) branches; the mean net runs on its network's masked
+    input. Uses RBNet's ``masked_forward``, ``heatmap_targets``, ``mse_weight`` and its (private)
+    ``_raw_images``, ``_normalize``, ``_backbone2_features``."""
+
+    branches = ("plain", "masked")
+    soft_ce_pair = ("plain", "masked")  # RBNet Eqs. 7-8: C_1(F(x|theta_1)) vs C_2'(F(M(x) x | E[theta_2]))
+    soft_tri_pair = ("masked", "masked")  # RBNet Eqs. 9-11: triplet on masked features
+
+    def classifiers(self, model):
+        return {"plain": model.heads, "masked": model.heads2}
+
+    def student(self, model, batch, targets):
+        from ...functional.heatmaps import heatmap_mse_loss
+
+        raw = model._raw_images(batch)
+        feats = model.backbone.forward_features(model._normalize(raw))
+        out1 = model.heads(feats["layer4"], targets)
+        need_heat = model.loss_weights["MSE"] != 0 and ("keypoints" in batch or "heatmaps" in batch)
+        rev, _mask, _, masked = model.masked_forward(raw, feats, need_heat)
+        f2 = model._backbone2_features(model._normalize(masked), upto="layer4")["layer4"]
+        out2 = model.heads2(f2, targets)
+        aux = {}
+        if need_heat:
+            pred = rev["heatmaps"]
+            tgt, w = model.heatmap_targets(batch, raw.shape[-2:], pred.shape[-2:])
+            aux["loss_heatmap"] = heatmap_mse_loss(pred, tgt, w) * model.mse_weight(pred.shape[-2:])
+        return {"plain": out1, "masked": out2}, aux, masked.detach()
+
+    def teacher(self, model, batch, targets, student_masked):
+        f2 = model._backbone2_features(model._normalize(student_masked), upto="layer4")["layer4"]
+        return {"masked": model.heads2(f2, targets)}
+
+    def extract(self, model, batch):
+        raw = model._raw_images(batch)
+        feats = model.backbone.forward_features(model._normalize(raw))
+        _, _, _, masked = model.masked_forward(raw, feats, need_heatmaps=False)
+        f2 = model.heads2(model._backbone2_features(model._normalize(masked))["layer4"])
+        return {"plain": model.heads(feats["layer4"]), "masked": f2}
+
+    def cluster_branch(self, model):
+        return {"backbone1": "plain", "backbone2": "masked", "concat": "concat"}[model.test_feature]
+
+
+def adapter_for(model) -> BaselineAdapter:
+    try:
+        from .rbnet import RBNet
+    except ImportError:  # pragma: no cover
+        RBNet = ()
+    if RBNet and isinstance(model, RBNet):
+        return RBNetAdapter()
+    if hasattr(model, "backbone") and hasattr(model, "heads") and hasattr(model, "preprocess_image"):
+        return BaselineAdapter()
+    raise TypeError(f"MMT cannot wrap {type(model).__name__}: it needs a FastReID Baseline-like model "
+                    f"(backbone, heads, preprocess_image) or RBNet")
+
+
+def _head_weight(head: nn.Module) -> nn.Parameter:
+    w = getattr(head, "weight", None)
+    if not isinstance(w, nn.Parameter) or w.dim() != 2:
+        raise TypeError(f"MMT re-initialises classifiers from cluster centres and needs a head with a 2-d "
+                        f"`weight` (FastReID's EmbeddingHead); {type(head).__name__} has none")
+    return w
+
+
+def load_source_weights(net: nn.Module, path: str) -> None:
+    """Load a FastReID checkpoint of the base architecture, skipping the source classifier (other classes)."""
+    from ...compat import trusted_torch_load
+
+    if not path:
+        logger.warning("MMT: no source checkpoint given (MODEL.MMT.WEIGHTS_1/2): a network starts from its "
+                       "initialisation")
+        return
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"MMT source checkpoint {path!r} (MODEL.MMT.WEIGHTS_1/2) does not exist; train "
+                                f"the source models first (projects/MMT/README.md)")
+    state = trusted_torch_load(path)
+    state = state.get("model", state)
+    own = net.state_dict()
+    loadable = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    skipped = sorted(k for k in state if k in own and k not in loadable)
+    missing = sorted(k for k in own if k not in state)
+    if not loadable:
+        raise RuntimeError(f"{path}: no parameter matches MODEL.MMT.BASE_ARCH {type(net).__name__}")
+    net.load_state_dict(loadable, strict=False)
+    logger.info("MMT: loaded %d tensors from %s (skipped, other shape: %s; missing: %s)", len(loadable), path,
+                skipped or "-", missing or "-")
+
+
+@META_ARCH_REGISTRY.register()
+class MMT(nn.Module):
+    """Mutual Mean-Teaching around ``MODEL.MMT.BASE_ARCH`` (module docstring)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        base = cfg.MODEL.MMT.BASE_ARCH
+        if base == "MMT":
+            raise ValueError("MODEL.MMT.BASE_ARCH cannot be MMT")
+        if cfg.MODEL.MMT.EVAL_NET not in EVAL_NETS:
+            raise ValueError(f"MODEL.MMT.EVAL_NET must be one of {EVAL_NETS}, got {cfg.MODEL.MMT.EVAL_NET!r}")
+        if cfg.MODEL.MMT.HARD_TRIPLET not in ("softmax", "hinge"):
+            raise ValueError(f"MODEL.MMT.HARD_TRIPLET must be 'softmax' or 'hinge', got {cfg.MODEL.MMT.HARD_TRIPLET!r}")
+        base_cfg = cfg.clone()
+        base_cfg.defrost()
+        base_cfg.MODEL.META_ARCHITECTURE = base
+        cls = META_ARCH_REGISTRY.get(base)
+        self.net1 = cls(base_cfg)
+        self.net2 = cls(base_cfg)
+        self.mean1 = copy.deepcopy(self.net1)
+        self.mean2 = copy.deepcopy(self.net2)
+        for m in (self.mean1, self.mean2):
+            m.requires_grad_(False)
+        self.adapter = adapter_for(self.net1)
+        m = cfg.MODEL.MMT
+        self.alpha = float(m.ALPHA)
+        self.ema_warmup = bool(m.EMA_WARMUP)
+        self.w_ce = float(m.SOFT_CE_WEIGHT)
+        self.w_tri = float(m.SOFT_TRI_WEIGHT)
+        self.ce_eps = float(m.CE_EPSILON)
+        self.hard_triplet = m.HARD_TRIPLET
+        self.tri_kwargs = dict(margin=cfg.MODEL.LOSSES.TRI.MARGIN, norm_feat=cfg.MODEL.LOSSES.TRI.NORM_FEAT,
+                               hard_mining=cfg.MODEL.LOSSES.TRI.HARD_MINING)
+        self.eval_net = m.EVAL_NET
+        # checkpointed state: classes in use, EMA step, the DBSCAN eps fixed at the first clustering
+        self.register_buffer("num_classes", torch.zeros((), dtype=torch.long))
+        self.register_buffer("ema_step", torch.zeros((), dtype=torch.long))
+        self.register_buffer("uda_eps", torch.zeros((), dtype=torch.float64))
+
+    @classmethod
+    def build(cls, cfg):
+        return cls(cfg)
+
+    @property
+    def device(self):
+        return self.net1.device
+
+    @property
+    def capacity(self) -> int:
+        return int(_head_weight(self.adapter.classifiers(self.net1)["plain"]).shape[0])
+
+    def students(self):
+        return (self.net1, self.net2)
+
+    def means(self):
+        return (self.mean1, self.mean2)
+
+    # ------------------------------------------------------------------------------------------------------
+    def load_source(self, weights_1: str, weights_2: str) -> None:
+        """Initialise net k and mean net k from source checkpoint k (MMT: E^0[theta] = theta)."""
+        load_source_weights(self.net1, weights_1)
+        load_source_weights(self.net2, weights_2)
+        self.mean1.load_state_dict(self.net1.state_dict())
+        self.mean2.load_state_dict(self.net2.state_dict())
+        self.ema_step.zero_()
+
+    @torch.no_grad()
+    def adapt_bn(self, batches) -> int:
+        """AdaBN (Li et al., 2016; not part of MMT): replace every BatchNorm's running statistics by the
+        average over ``batches`` (target images, train-mode forward of both networks, no gradient), then copy
+        them to the mean nets. Returns the number of batches seen."""
+        bns = [m for net in (self.net1, self.net2) for m in net.modules()
+               if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        saved = [(m.momentum, m.training) for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average
+        was = self.training
+        self.train()
+        n = 0
+        try:
+            for batch in batches:
+                dummy = torch.zeros(batch["images"].shape[0], dtype=torch.long, device=self.device)
+                for net in (self.net1, self.net2):
+                    self.adapter.student(net, batch, dummy)
+                n += 1
+        finally:
+            for m, (mom, _) in zip(bns, saved):
+                m.momentum = mom
+            self.train(was)
+        for net, mean in ((self.net1, self.mean1), (self.net2, self.mean2)):
+            for bm, bn in zip(mean.buffers(), net.buffers()):
+                bm.copy_(bn)
+        return n
+
+    @torch.no_grad()
+    def update_mean_nets(self) -> float:
+        """One temporal-mean step after an optimizer step; returns the momentum used."""
+        a = ema_alpha(int(self.ema_step), self.alpha, self.ema_warmup)
+        for net, mean in ((self.net1, self.mean1), (self.net2, self.mean2)):
+            ema_update_(mean.parameters(), net.parameters(), a)
+            for bm, bn in zip(mean.buffers(), net.buffers()):
+                bm.copy_(bn)
+        self.ema_step += 1
+        return a
+
+    @torch.no_grad()
+    def reset_classifiers(self, centers: Dict[str, torch.Tensor]) -> List[nn.Parameter]:
+        """Rows ``0..C-1`` of every classifier <- L2-normalized cluster centres of its branch, the other rows
+        0; ``num_classes`` <- C. Returns the students' classifier parameters (their optimizer state is stale)."""
+        c = int(next(iter(centers.values())).shape[0])
+        if c > self.capacity:
+            raise ValueError(f"{c} pseudo classes but the classifiers hold {self.capacity}: raise "
+                             f"MODEL.HEADS.NUM_CLASSES (the MMT trainer sets it to the number of target images)")
+        params = []
+        for net in (self.net1, self.net2, self.mean1, self.mean2):
+            for branch, head in self.adapter.classifiers(net).items():
+                w = _head_weight(head)
+                w.zero_()
+                w[:c].copy_(F.normalize(centers[branch].to(w), dim=1))
+                if net in (self.net1, self.net2):
+                    params.append(w)
+        self.num_classes.fill_(c)
+        return params
+
+    # ------------------------------------------------------------------------------------------------------
+    def forward(self, batched_inputs):
+        if not self.training:
+            return self.inference(batched_inputs)
+        c = int(self.num_classes)
+        if c <= 0:
+            raise RuntimeError("MMT has no pseudo labels yet: train it with fastreid_ext's Trainer (its MMT "
+                               "trainer clusters the target domain before the first epoch)")
+        targets = batched_inputs["targets"].to(self.device).long()
+        if int(targets.max()) >= c:
+            raise RuntimeError(f"pseudo label {int(targets.max())} >= number of classes {c}")
+        v1, v2 = view(batched_inputs, 1), view(batched_inputs, 2)
+        a = self.adapter
+        s1, aux1, x1 = a.student(self.net1, v1, targets)
+        s2, aux2, x2 = a.student(self.net2, v2, targets)
+        with torch.no_grad():
+            t1 = a.teacher(self.mean1, v1, targets, x1)
+            t2 = a.teacher(self.mean2, v2, targets, x2)
+
+        def logits(out):
+            return out["cls_outputs"][:, :c]
+
+        ce = sum(cross_entropy_ls(logits(s[b]), targets, self.ce_eps) for s in (s1, s2) for b in a.branches)
+        tri = sum(self._hard_triplet(s[b]["features"], targets) for s in (s1, s2) for b in a.branches)
+        sb, tb = a.soft_ce_pair
+        soft_ce = soft_cross_entropy(logits(s1[sb]), logits(t2[tb])) + soft_cross_entropy(logits(s2[sb]), logits(t1[tb]))
+        sb, tb = a.soft_tri_pair
+        soft_tri = (soft_triplet(s1[sb]["features"], t2[tb]["features"], targets)
+                    + soft_triplet(s2[sb]["features"], t1[tb]["features"], targets))
+        losses = {"loss_ce": (1 - self.w_ce) * ce, "loss_tri": (1 - self.w_tri) * tri,
+                  "loss_ce_soft": self.w_ce * soft_ce, "loss_tri_soft": self.w_tri * soft_tri}
+        for k, aux in enumerate((aux1, aux2), 1):
+            for name, v in aux.items():
+                losses[f"{name}{k}"] = v
+        self._log_accuracy(logits(s1[a.branches[0]]), targets)
+        return losses
+
+    def _hard_triplet(self, feats, targets):
+        if self.hard_triplet == "softmax":
+            return softmax_triplet(feats, targets)
+        from fastreid.modeling.losses import triplet_loss
+
+        return triplet_loss(feats, targets, **self.tri_kwargs)
+
+    @staticmethod
+    def _log_accuracy(logits, targets):
+        from fastreid.modeling.losses import log_accuracy
+
+        try:
+            log_accuracy(logits.detach(), targets)
+        except AssertionError:  # no EventStorage (tests, scripts)
+            pass
+
+    # ------------------------------------------------------------------------------------------------------
+    def inference(self, batched_inputs) -> torch.Tensor:
+        """Retrieval feature of ``MODEL.MMT.EVAL_NET``."""
+        if self.eval_net == "mean_avg":
+            f = [F.normalize(m(batched_inputs), dim=1) for m in (self.mean1, self.mean2)]
+            return (f[0] + f[1]) / 2
+        return getattr(self, self.eval_net)(batched_inputs)
+
+    @torch.no_grad()
+    def extract_for_clustering(self, batched_inputs) -> Dict[str, torch.Tensor]:
+        """Eval-mode features of both mean nets for clustering (``cluster``: MMT's average of the two
+        L2-normalized features) and for the classifier centres (one entry per branch)."""
+        outs = [self.adapter.extract(m, batched_inputs) for m in (self.mean1, self.mean2)]
+        res = {}
+        for b in outs[0]:
+            res[b] = (F.normalize(outs[0][b], dim=1) + F.normalize(outs[1][b], dim=1)) / 2
+        cb = self.adapter.cluster_branch(self.mean1)
+        if cb == "concat":
+            res["cluster"] = torch.cat([F.normalize(res[b], dim=1) for b in self.adapter.branches], dim=1)
+        else:
+            res["cluster"] = res[cb]
+        return res
+
+
+# The MMT trainer (first clustering before FastReID builds the loader) and the pseudo-label / mean-net hook.
+from ...engine import hooks_uda  # noqa: E402,F401

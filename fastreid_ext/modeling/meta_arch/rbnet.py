@@ -1,0 +1,357 @@
+"""RBNet (Yu & Piao 2024, "Reverse backbone net for unsupervised person re-identification"), supervised part.
+
+Pipeline (Fig. 1, Section 1.1)::
+
+    x_raw (0..255) --normalize--> x --backbone 1--> conv1, layer1..layer4 --head 1--> L_id, L_tri
+                                         |
+                                   reverse backbone --re_conv1--> 17 heatmaps (H/2 x W/2) --> L_MSE
+                                         | re_layer1 (+ conv1)
+                                   mask generator --> M(x) in [0, 1], H x W
+    x_raw * M(x) --normalize--> backbone 2 --> layer4 --head 2--> L_id2, L_tri2
+
+    L = l1 L_id + l2 L_tri + l3 L_MSE + l4 L_id2 + l5 L_tri2                          (Eq. 4)
+
+Choices where the paper is silent (documented here and in projects/RBNet/README.md):
+
+* **Masking the raw image.** The mask multiplies the un-normalized image (0..255) and the product is then
+  normalized, so masked-out pixels become black (like background removal), not the dataset mean. The raw
+  batch is kept aside because FastReID's normalization (patched out of place) returns a new tensor.
+* **Backbone 2 shares backbone 1's weights by default** (``MODEL.RBNET.SHARE_BACKBONE True``): the paper
+  lets "the backbone re-learn features" from the masked image and calls that pass "backbone 2"; only for
+  MMT does it keep backbone 2's parameters "in a new instance" (the temporal mean net), which implies that
+  in supervised training there is no separate instance. ``SHARE_BACKBONE False`` builds a separate copy
+  (same initial weights). ``FREEZE_BACKBONE2 True``: L_id2/L_tri2 do not update backbone 2's weights nor its
+  BN statistics but still train the mask (and, through it, the reverse backbone and backbone 1); with a
+  shared backbone the second pass runs on detached copies of the shared weights, with a separate one the
+  copy is fixed (no gradients, BN in eval mode).
+* **Heads.** Backbone 2 has its own ``EmbeddingHead`` (BNNeck + classifier): masked images have other
+  feature statistics. ``MODEL.LOSSES.CE`` (EPSILON, ALPHA) and ``MODEL.LOSSES.TRI`` (MARGIN, NORM_FEAT,
+  HARD_MINING) configure both ID and both triplet losses; their weights are ``MODEL.RBNET.LOSS.*``
+  (``MODEL.LOSSES.NAME`` / ``*.SCALE`` are not used by RBNet).
+* **l3.** ``MODEL.RBNET.LOSS.MSE < 0`` (default) picks l3 so that l3 L_MSE is about l2 L_tri at the start
+  (paper, below Eq. 4): l3 = l2 * margin * H_hm W_hm / (pi sigma^2)
+  (:func:`fastreid_ext.functional.heatmaps.mse_weight_for_triplet`); a positive value is used as is.
+* **Targets.** Heatmaps are rendered on the fly from ``batched_inputs["keypoints"]`` (B x 17 x 3, input
+  pixels; ``DATASETS.ANNOTATIONS.LOAD_KEYPOINTS True``) with ``MODEL.RBNET.HEATMAP.SIGMA``; a batch may bring
+  precomputed ``batched_inputs["heatmaps"]`` (B x 17 x h x w, e.g. soft HRNet outputs) instead.
+* **Test feature** (``MODEL.RBNET.TEST_FEATURE``): ``backbone1`` (head 1's BNNeck feature of the plain
+  image), ``backbone2`` (head 2's, of the masked image; default) or ``concat`` (both, each L2-normalized).
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastreid.config import CfgNode as CN
+from fastreid.config import configurable
+from fastreid.modeling.heads import build_heads
+from fastreid.modeling.losses import cross_entropy_loss, log_accuracy, triplet_loss
+from fastreid.modeling.meta_arch.baseline import Baseline
+from fastreid.modeling.meta_arch.build import META_ARCH_REGISTRY
+
+from ...config import register_config
+from ...functional.heatmaps import (check_heatmap_shapes, heatmap_mse_loss, mse_weight_for_triplet,
+                                    render_heatmaps, visibility_weights)
+from ...functional.masking import apply_mask
+from ..backbones.multiscale import MultiScaleResNet
+from ..rbnet.reverse_backbone import MASK_SOURCES, NUM_KEYPOINTS, MaskGenerator, ReverseBackbone
+
+logger = logging.getLogger(__name__)
+
+TEST_FEATURES = ("backbone1", "backbone2", "concat")
+
+
+@register_config
+def add_rbnet_config(cfg):
+    """Keys of RBNet under ``MODEL.RBNET`` (see the module docstring)."""
+    _C = cfg
+    _C.MODEL.RBNET = CN()
+    # where the mask comes from: "re_layer1" (paper's best), "conv1", "re_layer2" (Table 2 variants)
+    _C.MODEL.RBNET.MASK_SOURCE = "re_layer1"
+    # how the 17 part masks become one: "max" (union) or "mean"
+    _C.MODEL.RBNET.MASK_REDUCE = "max"
+    # initial bias of the part-mask logits (> 0: the mask starts close to 1, backbone 2 sees the image)
+    _C.MODEL.RBNET.MASK_INIT_BIAS = 0.0
+    # initial weights of the part-mask convs: 0: random; a > 0: a / group width (part k ~ mean of group k)
+    _C.MODEL.RBNET.MASK_INIT_WEIGHT = 0.0
+    # True: the mask reads the reverse backbone's / backbone's features detached, so L_id2 / L_tri2 train the
+    # mask generator (and backbone 2) only and the reverse backbone learns from L_MSE alone
+    _C.MODEL.RBNET.MASK_DETACH = False
+    # reverse widths: 17 * max(MIN_GROUP_WIDTH, round(WIDTH_MULT * C / 17)) per backbone level (C channels)
+    _C.MODEL.RBNET.WIDTH_MULT = 0.25
+    _C.MODEL.RBNET.MIN_GROUP_WIDTH = 4
+    # blocks of re_layer1, re_layer2, re_layer3, re_layer4 (paper's Table 1)
+    _C.MODEL.RBNET.BLOCKS = [2, 3, 5, 2]
+    # l1..l5 of Eq. 4; MSE < 0: auto (l3 L_MSE ~ l2 L_tri at the start)
+    _C.MODEL.RBNET.LOSS = CN()
+    _C.MODEL.RBNET.LOSS.ID = 1.0
+    _C.MODEL.RBNET.LOSS.TRI = 1.0
+    _C.MODEL.RBNET.LOSS.MSE = -1.0
+    _C.MODEL.RBNET.LOSS.ID2 = 1.0
+    _C.MODEL.RBNET.LOSS.TRI2 = 1.0
+    # keypoint heatmap targets: SIZE (H, W), empty: re_conv1's size (half the input); SIGMA in heatmap
+    # pixels; keypoints with a score below SCORE_THRESH give an empty, unweighted channel
+    _C.MODEL.RBNET.HEATMAP = CN()
+    _C.MODEL.RBNET.HEATMAP.SIZE = []
+    _C.MODEL.RBNET.HEATMAP.SIGMA = 2.0
+    _C.MODEL.RBNET.HEATMAP.SCORE_THRESH = 0.3
+    # backbone 2 = backbone 1 (shared weights, paper) or a separate copy; FREEZE: L_*2 train the mask only
+    _C.MODEL.RBNET.SHARE_BACKBONE = True
+    _C.MODEL.RBNET.FREEZE_BACKBONE2 = False
+    # retrieval feature: "backbone1" | "backbone2" | "concat"
+    _C.MODEL.RBNET.TEST_FEATURE = "backbone2"
+
+
+def _storage():
+    from fastreid.utils.events import get_event_storage
+
+    try:
+        return get_event_storage()
+    except AssertionError:  # called outside a trainer (tests, scripts)
+        return None
+
+
+@META_ARCH_REGISTRY.register()
+class RBNet(Baseline):
+    """RBNet: ResNet backbone + reverse backbone (keypoint heatmaps) + mask + backbone 2 (module docstring)."""
+
+    @configurable
+    def __init__(self, *, backbone, heads, pixel_mean, pixel_std, loss_kwargs=None, heads2, reverse,
+                 mask_generator, share_backbone=True, freeze_backbone2=False, test_feature="backbone2",
+                 loss_weights=None, heatmap_size=None, heatmap_sigma=2.0, score_thresh=0.3, mask_detach=False):
+        """NOTE: this interface is experimental."""
+        if not isinstance(backbone, MultiScaleResNet):
+            backbone = MultiScaleResNet(backbone)
+        super().__init__(backbone=backbone, heads=heads, pixel_mean=pixel_mean, pixel_std=pixel_std,
+                         loss_kwargs=loss_kwargs)
+        if test_feature not in TEST_FEATURES:
+            raise ValueError(f"MODEL.RBNET.TEST_FEATURE must be one of {TEST_FEATURES}, got {test_feature!r}")
+        self.heads2 = heads2
+        self.reverse = reverse
+        self.mask_generator = mask_generator
+        self.share_backbone = bool(share_backbone)
+        self.freeze_backbone2 = bool(freeze_backbone2)
+        self.test_feature = test_feature
+        self.mask_detach = bool(mask_detach)
+        self.loss_weights = {"ID": 1.0, "TRI": 1.0, "MSE": -1.0, "ID2": 1.0, "TRI2": 1.0}
+        self.loss_weights.update(loss_weights or {})
+        self.heatmap_size = tuple(heatmap_size) if heatmap_size else None
+        self.heatmap_sigma = float(heatmap_sigma)
+        self.score_thresh = float(score_thresh)
+        self._auto_mse: Dict[tuple, float] = {}
+        if self.share_backbone:
+            self.backbone2 = None
+        else:
+            self.backbone2 = copy.deepcopy(self.backbone)
+            if self.freeze_backbone2:
+                self.backbone2.requires_grad_(False)
+                self.backbone2.eval()
+
+    @classmethod
+    def from_config(cls, cfg):
+        ret = super().from_config(cfg)
+        backbone = MultiScaleResNet(ret["backbone"])
+        feat_dim = cfg.MODEL.BACKBONE.FEAT_DIM
+        if backbone.out_channels["layer4"] != feat_dim:
+            raise ValueError(f"MODEL.BACKBONE.FEAT_DIM is {feat_dim} but the backbone's layer4 has "
+                             f"{backbone.out_channels['layer4']} channels (DEPTH {cfg.MODEL.BACKBONE.DEPTH})")
+        r = cfg.MODEL.RBNET
+        if r.MASK_SOURCE not in MASK_SOURCES:
+            raise ValueError(f"MODEL.RBNET.MASK_SOURCE must be one of {MASK_SOURCES}, got {r.MASK_SOURCE!r}")
+        reverse = ReverseBackbone(backbone.out_channels, NUM_KEYPOINTS, r.WIDTH_MULT, r.MIN_GROUP_WIDTH, r.BLOCKS)
+        mask_generator = MaskGenerator(r.MASK_SOURCE, reverse.output_channels(), NUM_KEYPOINTS, r.MASK_REDUCE,
+                                       r.MASK_INIT_BIAS, r.MASK_INIT_WEIGHT)
+        if not cfg.DATASETS.ANNOTATIONS.LOAD_KEYPOINTS:
+            logger.warning("RBNet trains on keypoint heatmaps: set DATASETS.ANNOTATIONS.LOAD_KEYPOINTS True "
+                           "(only evaluation works without keypoints)")
+        size = list(r.HEATMAP.SIZE)
+        if size and (len(size) != 2 or min(size) <= 0):
+            raise ValueError(f"MODEL.RBNET.HEATMAP.SIZE must be [] or [H, W], got {size}")
+        ret.update(
+            backbone=backbone, heads2=build_heads(cfg), reverse=reverse, mask_generator=mask_generator,
+            share_backbone=r.SHARE_BACKBONE, freeze_backbone2=r.FREEZE_BACKBONE2, test_feature=r.TEST_FEATURE,
+            mask_detach=r.MASK_DETACH,
+            loss_weights={k: float(v) for k, v in r.LOSS.items()}, heatmap_size=size or None,
+            heatmap_sigma=r.HEATMAP.SIGMA, score_thresh=r.HEATMAP.SCORE_THRESH)
+        return ret
+
+    # ------------------------------------------------------------------------------------------------
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.backbone2 is not None and self.freeze_backbone2:
+            self.backbone2.eval()  # a frozen copy keeps its BN statistics
+        return self
+
+    def _raw_images(self, batched_inputs) -> torch.Tensor:
+        images = batched_inputs["images"] if isinstance(batched_inputs, dict) else batched_inputs
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+            raise TypeError("RBNet expects images as a (B, 3, H, W) tensor in 0..255 (or a dict with 'images'), "
+                            f"got {type(images).__name__} {tuple(getattr(images, 'shape', ()))}")
+        return images.to(self.device, non_blocking=True).float()
+
+    def _normalize(self, raw: torch.Tensor) -> torch.Tensor:
+        return (raw - self.pixel_mean) / self.pixel_std
+
+    def _backbone2_features(self, x: torch.Tensor, upto: Optional[str] = None) -> Dict[str, torch.Tensor]:
+        if self.backbone2 is not None:
+            return self.backbone2.forward_features(x, upto)
+        if self.freeze_backbone2 and self.training:
+            # shared weights, but L_*2 must not update them nor the BN statistics: run on detached copies
+            state = {n: p.detach() for n, p in self.backbone.named_parameters()}
+            state.update({n: b.clone() for n, b in self.backbone.named_buffers()})
+            return {"layer4": torch.func.functional_call(self.backbone, state, (x,))}
+        return self.backbone.forward_features(x, upto)
+
+    def masked_forward(self, raw: torch.Tensor, feats: Dict[str, torch.Tensor], need_heatmaps: bool):
+        """Reverse backbone, mask and the masked input: ``(rev outputs, mask, part masks, x * M(x) raw)``."""
+        upto = "heatmaps" if need_heatmaps else self.mask_generator.reverse_upto
+        rev = self.reverse(feats, heatmap_size=self.heatmap_size, upto=upto)
+        mask_in = {k: v.detach() for k, v in rev.items()} if self.mask_detach else rev
+        mask, parts = self.mask_generator(mask_in, raw.shape[-2:])
+        return rev, mask, parts, apply_mask(raw, mask)
+
+    # ------------------------------------------------------------------------------------------------
+    def forward(self, batched_inputs):
+        raw = self._raw_images(batched_inputs)
+        x = self._normalize(raw)
+        if not self.training:
+            return self.inference(raw, x)
+
+        if not isinstance(batched_inputs, dict) or "targets" not in batched_inputs:
+            raise KeyError("RBNet training needs batched_inputs['targets'] (person IDs)")
+        w = self.loss_weights
+        need_heat = w["MSE"] != 0
+        if need_heat and "keypoints" not in batched_inputs and "heatmaps" not in batched_inputs:
+            raise KeyError(
+                "RBNet training needs batched_inputs['keypoints'] (B x 17 x 3: x, y, score in input pixels) to "
+                "render the keypoint heatmaps of L_MSE, and this batch has none (keys: "
+                f"{sorted(batched_inputs)}). Set DATASETS.ANNOTATIONS.LOAD_KEYPOINTS True (and provide "
+                "keypoints, see DATASETS.ANNOTATIONS.KEYPOINTS_FILES / tools/extract_keypoints.py), or "
+                "MODEL.RBNET.LOSS.MSE 0 to train without the heatmap loss.")
+        targets = batched_inputs["targets"].to(self.device)
+        if targets.sum() < 0:
+            targets.zero_()  # PreciseBN on another dataset (FastReID's convention)
+
+        feats = self.backbone.forward_features(x)
+        out1 = self.heads(feats["layer4"], targets)
+        rev, mask, _, masked = self.masked_forward(raw, feats, need_heat)
+        f2 = self._backbone2_features(self._normalize(masked), upto="layer4")["layer4"]
+        out2 = self.heads2(f2, targets)
+
+        heat = None
+        if need_heat:
+            heat = (rev["heatmaps"],) + self.heatmap_targets(batched_inputs, raw.shape[-2:],
+                                                             rev["heatmaps"].shape[-2:])
+        losses = self.rbnet_losses(out1, out2, heat, targets)
+        st = _storage()
+        if st is not None:
+            st.put_scalar("rbnet/mask_mean", float(mask.detach().mean()))
+        return losses
+
+    def heatmap_targets(self, batched_inputs, input_size, heatmap_size):
+        """``(targets (B, 17, h, w), weights (B, 17))`` rendered from ``batched_inputs['keypoints']`` (or taken
+        from ``batched_inputs['heatmaps']``), checked against ``heatmap_size``."""
+        b = batched_inputs["images"].shape[0] if isinstance(batched_inputs, dict) else None
+        kps = batched_inputs.get("keypoints")
+        if kps is not None:
+            kps = torch.as_tensor(kps).to(self.device).float()
+            if kps.dim() != 3 or kps.shape[0] != b or kps.shape[1:] != (NUM_KEYPOINTS, 3):
+                raise ValueError(f"batched_inputs['keypoints'] must be (B, {NUM_KEYPOINTS}, 3) with B={b}, got "
+                                 f"{tuple(kps.shape)}")
+        if "heatmaps" in batched_inputs:
+            tgt = torch.as_tensor(batched_inputs["heatmaps"]).to(self.device).float()
+            expected = (b, NUM_KEYPOINTS) + tuple(heatmap_size)
+            if tuple(tgt.shape) != expected:
+                raise ValueError(f"batched_inputs['heatmaps'] has shape {tuple(tgt.shape)}, the reverse backbone "
+                                 f"predicts {expected}: render the targets at the predicted size (see "
+                                 f"MODEL.RBNET.HEATMAP.SIZE)")
+            weights = (visibility_weights(kps, self.score_thresh) if kps is not None
+                       else tgt.new_ones(tgt.shape[:2]))
+            return tgt, weights
+        return render_heatmaps(kps, input_size, heatmap_size, self.heatmap_sigma, self.score_thresh)
+
+    def mse_weight(self, heatmap_size) -> float:
+        """l3 of Eq. 4 (``MODEL.RBNET.LOSS.MSE``, or the automatic value when it is negative)."""
+        w = self.loss_weights
+        if w["MSE"] >= 0:
+            return w["MSE"]
+        key = tuple(int(s) for s in heatmap_size)
+        if key not in self._auto_mse:
+            margin = self.loss_kwargs["tri"]["margin"] if self.loss_kwargs else 0.3
+            self._auto_mse[key] = mse_weight_for_triplet(w["TRI"] if w["TRI"] > 0 else 1.0, margin, key,
+                                                         self.heatmap_sigma)
+            logger.info("RBNet: automatic l3 = %.1f for %dx%d heatmaps, sigma %.2f", self._auto_mse[key],
+                        key[0], key[1], self.heatmap_sigma)
+        return self._auto_mse[key]
+
+    def rbnet_losses(self, out1, out2, heat, targets) -> Dict[str, torch.Tensor]:
+        """Eq. 4: ``l1 L_id + l2 L_tri + l3 L_MSE + l4 L_id2 + l5 L_tri2`` (Eqs. 1-3), terms with weight 0 skipped."""
+        w = self.loss_weights
+        ce = self.loss_kwargs["ce"]
+        tri = self.loss_kwargs["tri"]
+        if _storage() is not None:
+            log_accuracy(out1["pred_class_logits"].detach(), targets)
+        losses = {}
+        if w["ID"]:
+            losses["loss_cls"] = cross_entropy_loss(out1["cls_outputs"], targets, ce["eps"], ce["alpha"]) * w["ID"]
+        if w["TRI"]:
+            losses["loss_triplet"] = triplet_loss(out1["features"], targets, tri["margin"], tri["norm_feat"],
+                                                  tri["hard_mining"]) * w["TRI"]
+        if heat is not None:
+            pred, tgt, weights = heat
+            check_heatmap_shapes(pred, tgt, weights)
+            losses["loss_heatmap"] = heatmap_mse_loss(pred, tgt, weights) * self.mse_weight(pred.shape[-2:])
+        if w["ID2"]:
+            losses["loss_cls2"] = cross_entropy_loss(out2["cls_outputs"], targets, ce["eps"], ce["alpha"]) * w["ID2"]
+        if w["TRI2"]:
+            losses["loss_triplet2"] = triplet_loss(out2["features"], targets, tri["margin"], tri["norm_feat"],
+                                                   tri["hard_mining"]) * w["TRI2"]
+        return losses
+
+    # ------------------------------------------------------------------------------------------------
+    def inference(self, raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Retrieval features (``MODEL.RBNET.TEST_FEATURE``)."""
+        if self.test_feature == "backbone1":
+            return self.heads(self.backbone(x))
+        # a conv1 mask needs backbone 1 up to conv1 only (the backbone2 feature then costs ~1.1 Baseline)
+        upto = "conv1" if self.test_feature == "backbone2" and self.mask_generator.source == "conv1" else None
+        feats = self.backbone.forward_features(x, upto=upto)
+        _, _, _, masked = self.masked_forward(raw, feats, need_heatmaps=False)
+        f2 = self.heads2(self._backbone2_features(self._normalize(masked), upto="layer4")["layer4"])
+        if self.test_feature == "backbone2":
+            return f2
+        f1 = self.heads(feats["layer4"])
+        return torch.cat([F.normalize(f1, dim=1), F.normalize(f2, dim=1)], dim=1)
+
+    @torch.no_grad()
+    def inference_maps(self, images) -> Dict[str, torch.Tensor]:
+        """Everything worth looking at, in eval mode: ``heatmaps`` (B, 17, h, w), ``mask`` (B, 1, H, W),
+        ``part_masks`` (B, 17, h, w), ``masked_images`` (raw 0..255), ``b1_conv1`` / ``b1_layer4`` (backbone 1
+        on the image) and ``b2_conv1`` / ``b2_layer4`` (backbone 2 on the masked image), ``features``
+        (the retrieval feature). ``images``: (B, 3, H, W) in 0..255 or a batch dict."""
+        was_training = self.training
+        self.eval()
+        try:
+            raw = self._raw_images(images)
+            x = self._normalize(raw)
+            feats = self.backbone.forward_features(x)
+            rev, mask, parts, masked = self.masked_forward(raw, feats, need_heatmaps=True)
+            feats2 = self._backbone2_features(self._normalize(masked))
+            f1 = self.heads(feats["layer4"])
+            f2 = self.heads2(feats2["layer4"])
+            if self.test_feature == "backbone1":
+                feat = f1
+            elif self.test_feature == "backbone2":
+                feat = f2
+            else:
+                feat = torch.cat([F.normalize(f1, dim=1), F.normalize(f2, dim=1)], dim=1)
+            return {"heatmaps": rev["heatmaps"], "mask": mask, "part_masks": parts, "masked_images": masked,
+                    "b1_conv1": feats["conv1"], "b1_layer4": feats["layer4"], "b2_conv1": feats2["conv1"],
+                    "b2_layer4": feats2["layer4"], "features": feat}
+        finally:
+            self.train(was_training)

@@ -1,0 +1,217 @@
+"""Write person masks for a folder of images in the layout of :mod:`fastreid_ext.data.annotations`
+(``<root>/masks/<rel>.png``, single channel, 0 = background, 255 = person), with resume.
+
+Each mask is written on its own, atomically (temporary file + ``os.replace``), as soon as it is
+computed: a crash loses at most the image in flight, and a rerun skips every mask already on disk
+(``overwrite=False``). Images where the backend finds no person get *no* mask file; they are listed in
+``<out>/_no_person.txt`` (rewritten at the end of each run) and retried by the next run. What training
+does with them is the loader's ``DATASETS.ANNOTATIONS.ON_MISSING``: ``error`` (default: a clear error
+naming the image) or ``empty`` (logged, the image is used unmasked).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..data.annotations import MASKS_DIRNAME
+from .backends import MaskBackend
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
+NO_PERSON_FILE = "_no_person.txt"
+SIGNATURE_FILE = "_backend.json"
+
+
+@dataclass
+class ExtractStats:
+    written: int = 0
+    skipped: int = 0
+    no_person: List[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def __str__(self):
+        return (f"{self.written} masks written, {self.skipped} already there (skipped), "
+                f"{len(self.no_person)} images without a person, {self.seconds:.1f} s")
+
+
+def list_images(root: str | os.PathLike, exclude: Sequence[str] = (MASKS_DIRNAME,)) -> List[Path]:
+    """Images under ``root`` (recursive, sorted), skipping folders named in ``exclude``."""
+    root = Path(root)
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in exclude and not d.startswith("."))
+        for f in sorted(filenames):
+            if f.lower().endswith(IMAGE_EXTS):
+                out.append(Path(dirpath) / f)
+    return out
+
+
+def mask_path_for(image: Path, image_root: Path, out_root: Path) -> Path:
+    """``out_root / <image relative to image_root>.png`` (the annotation layout)."""
+    rel = Path(os.path.relpath(Path(image).resolve(), Path(image_root).resolve()))
+    if rel.parts and rel.parts[0] == "..":
+        raise ValueError(f"{image} is not under the image root {image_root}")
+    return Path(out_root) / rel.with_suffix(".png")
+
+
+def write_mask_atomic(path: Path, mask: np.ndarray, threshold: float = 0.5) -> None:
+    """Binarise (``>= threshold``) and write a 0/255 PNG via a temporary file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    m = np.where(np.asarray(mask, dtype=np.float32) >= threshold, 255, 0).astype(np.uint8)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        Image.fromarray(m, mode="L").save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except Exception as e:
+        raise RuntimeError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
+
+
+def _check_signature(out_root: Path, backend: MaskBackend, overwrite: bool) -> None:
+    f = out_root / SIGNATURE_FILE
+    sig = backend.signature()
+    if f.is_file() and not overwrite:
+        try:
+            old = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError):
+            old = None
+        if old is not None and old.get("backend") != sig.get("backend"):
+            logger.warning("%s holds masks from backend %s; this run uses %s for the missing ones only "
+                           "(use --overwrite to redo all)", out_root, old.get("backend"), sig.get("backend"))
+    out_root.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_suffix(".tmp")
+    tmp.write_text(json.dumps(sig, sort_keys=True))
+    os.replace(tmp, f)
+
+
+def extract_masks(images: Iterable[str | os.PathLike], image_root: str | os.PathLike, backend: MaskBackend,
+                  out_root: Optional[str | os.PathLike] = None, overwrite: bool = False, threshold: float = 0.5,
+                  batch_size: Optional[int] = None, progress: bool = True, limit: int = 0) -> ExtractStats:
+    """Compute and write the masks of ``images`` (see the module docstring).
+
+    Args:
+        images: image files under ``image_root``.
+        image_root: the dataset root; masks go to ``out_root/<rel>.png`` (default ``image_root/masks``).
+        backend: a :class:`~fastreid_ext.segmentation.backends.MaskBackend`.
+        overwrite: recompute masks that exist.
+        threshold: binarisation threshold of the backend's soft mask.
+        batch_size: images per backend call (default: the backend's).
+        progress: tqdm progress bar.
+        limit: stop after computing this many new masks (0: all); for tests and dry runs.
+    """
+    t0 = time.perf_counter()
+    image_root = Path(image_root)
+    out_root = Path(out_root) if out_root else image_root / MASKS_DIRNAME
+    _check_signature(out_root, backend, overwrite)
+    images = [Path(p) for p in images]
+    todo, stats = [], ExtractStats()
+    for p in images:
+        mp = mask_path_for(p, image_root, out_root)
+        if not overwrite and mp.is_file():
+            stats.skipped += 1
+        else:
+            todo.append((p, mp))
+    if limit:
+        todo = todo[:limit]
+    bs = int(batch_size or backend.default_batch_size or 1)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc=f"masks ({backend.name})", unit="img", dynamic_ncols=True)
+    try:
+        for i in range(0, len(todo), bs):
+            chunk = todo[i:i + bs]
+            imgs = [_read_rgb(p) for p, _ in chunk]
+            masks = backend.predict(imgs, [str(p) for p, _ in chunk])
+            for (p, mp), img, m in zip(chunk, imgs, masks):
+                if m is None:
+                    stats.no_person.append(str(p))
+                    logger.debug("no person found in %s: no mask written", p)
+                    continue
+                if m.shape != img.shape[:2]:
+                    raise ValueError(f"backend {backend.name} returned a {m.shape} mask for a {img.shape[:2]} "
+                                     f"image ({p})")
+                write_mask_atomic(mp, m, threshold)
+                stats.written += 1
+            if bar is not None:
+                bar.update(len(chunk))
+                bar.set_postfix(written=stats.written, no_person=len(stats.no_person))
+    finally:
+        if bar is not None:
+            bar.close()
+        listing = out_root / NO_PERSON_FILE
+        if stats.no_person:
+            tmp = listing.with_suffix(".tmp")
+            tmp.write_text("\n".join(os.path.relpath(p, image_root) for p in stats.no_person) + "\n")
+            os.replace(tmp, listing)
+        elif listing.exists() and not limit:
+            listing.unlink()
+        stats.seconds = time.perf_counter() - t0
+    if stats.no_person:
+        logger.warning("%d images without a person (listed in %s); training uses "
+                       "DATASETS.ANNOTATIONS.ON_MISSING for them", len(stats.no_person), out_root / NO_PERSON_FILE)
+    return stats
+
+
+def write_masked_copies(images: Iterable[str | os.PathLike], image_root: str | os.PathLike, out_dir: str | os.PathLike,
+                        mask_root: Optional[str | os.PathLike] = None, fill: str = "zero",
+                        pixel_mean: Sequence[float] = (0.485 * 255, 0.456 * 255, 0.406 * 255),
+                        blur_kernel: int = 21, on_missing: str = "error", progress: bool = True) -> int:
+    """Write background-removed copies of ``images`` to ``out_dir/<rel>`` (same file names), so that a
+    plain FastReID (without fastreid_ext's mask path) trains on masked crops: point its dataset root at
+    ``out_dir``. ``on_missing``: ``error`` or ``copy`` (the image unchanged). Returns images written."""
+    import torch
+
+    from ..functional.background import remove_background
+
+    image_root, out_dir = Path(image_root), Path(out_dir)
+    mask_root = Path(mask_root) if mask_root else image_root / MASKS_DIRNAME
+    images = [Path(p) for p in images]
+    it = images
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(images, desc="masked copies", unit="img", dynamic_ncols=True)
+    n = 0
+    for p in it:
+        rel = Path(os.path.relpath(p.resolve(), image_root.resolve()))
+        dst = out_dir / rel
+        if dst.is_file():
+            continue
+        mp = mask_root / rel.with_suffix(".png")
+        img = _read_rgb(p)
+        if mp.is_file():
+            with Image.open(mp) as im:
+                m = (np.asarray(im.convert("L")) >= 128).astype(np.float32)
+            x = torch.from_numpy(img.transpose(2, 0, 1).astype(np.float32))[None]
+            y = remove_background(x, torch.from_numpy(m)[None, None], fill, pixel_mean, blur_kernel)
+            img = y[0].round().clamp(0, 255).byte().numpy().transpose(1, 2, 0)
+        elif on_missing == "error":
+            raise FileNotFoundError(f"no mask for {p} (expected {mp}); run tools/extract_masks.py first or "
+                                    f"use --on-missing copy")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.tmp{dst.suffix}")
+        Image.fromarray(img).save(tmp, quality=95) if dst.suffix.lower() in (".jpg", ".jpeg") \
+            else Image.fromarray(img).save(tmp)
+        os.replace(tmp, dst)
+        n += 1
+    return n

@@ -1,0 +1,1 @@
+"""Utilities (visualization, ...) of fastreid_ext."""

@@ -1,0 +1,139 @@
+"""Re-id embeddings of person crops with any registered FastReID model (config + weights), including
+torchreid's OSNet through :mod:`fastreid_ext.modeling.backbones.torchreid_bridge`."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+#: the config used for ``--torchreid-weights`` (torchreid OSNet through the bridge, no training)
+TORCHREID_OSNET_CONFIG = ROOT / "projects" / "JointIBN" / "configs" / "torchreid" / "osnet_x0_25.yml"
+
+
+def load_cfg(config_file: Optional[str] = None, opts: Sequence[str] = (), weights: Optional[str] = None,
+             device: str = "cpu"):
+    """fastreid_ext's config from ``config_file`` + ``opts``; ``weights`` sets ``MODEL.WEIGHTS``."""
+    import fastreid_ext
+
+    cfg = fastreid_ext.get_cfg()
+    if config_file:
+        cfg.merge_from_file(str(config_file))
+    cfg.merge_from_list(list(opts))
+    if weights:
+        cfg.MODEL.WEIGHTS = str(weights)
+    cfg.MODEL.DEVICE = device
+    return cfg
+
+
+def torchreid_osnet_cfg(weights: str, arch: str = "osnet_x0_25", device: str = "cpu"):
+    """A ``Baseline`` whose backbone is torchreid's OSNet loaded from ``weights`` (torchreid checkpoint)."""
+    return load_cfg(TORCHREID_OSNET_CONFIG, ["MODEL.BACKBONE.TORCHREID.ARCH", arch, "MODEL.BACKBONE.PRETRAIN", "True",
+                                             "MODEL.BACKBONE.PRETRAIN_PATH", str(weights)], device=device)
+
+
+class ReidEmbedder:
+    """Builds the model of ``cfg`` (``MODEL.WEIGHTS`` loaded with FastReID's ``Checkpointer`` when set)
+    and embeds RGB uint8 crops resized to ``INPUT.SIZE_TEST`` (bicubic, as FastReID's test transform).
+
+    Background removal: give ``masks`` (float ``H x W`` in [0, 1] per crop) to :meth:`embed`. A model
+    with its own mask stage (``JointIBN`` with ``MODEL.JOINT_IBN.ENABLED``) gets them as
+    ``batched_inputs["masks"]`` (all-ones masks when none are given, with a warning); any other model gets
+    the crops already multiplied by the mask (``fill`` as in :mod:`fastreid_ext.functional.background`).
+    """
+
+    def __init__(self, cfg, batch_size: int = 32, fill: str = "zero"):
+        import fastreid_ext  # noqa: F401  (compat + registrations)
+        from fastreid.modeling import build_model
+        from fastreid.utils.checkpoint import Checkpointer
+
+        from ..engine.trainer import prepare_cfg
+
+        cfg = cfg.clone()
+        cfg.defrost()
+        if cfg.MODEL.HEADS.NUM_CLASSES == 0:
+            cfg.MODEL.HEADS.NUM_CLASSES = 1  # inference only; a checkpoint's head shape is loaded below
+        if cfg.MODEL.WEIGHTS and cfg.MODEL.BACKBONE.NAME == "build_resnet_backbone":
+            cfg.MODEL.BACKBONE.PRETRAIN = False  # the checkpoint holds the backbone
+        prepare_cfg(cfg)
+        self.cfg = cfg
+        self.model = build_model(cfg)
+        if cfg.MODEL.WEIGHTS:
+            if not os.path.isfile(cfg.MODEL.WEIGHTS):
+                raise FileNotFoundError(f"MODEL.WEIGHTS not found: {cfg.MODEL.WEIGHTS}")
+            Checkpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        self.model.eval()
+        self.device = torch.device(cfg.MODEL.DEVICE)
+        self.size_hw = (int(cfg.INPUT.SIZE_TEST[0]), int(cfg.INPUT.SIZE_TEST[1]))
+        self.batch_size = int(batch_size)
+        self.fill = fill
+        self.model_masks = bool(getattr(self.model, "requires_masks", False))
+        self.pixel_mean = list(cfg.MODEL.PIXEL_MEAN)
+        self._warned = False
+
+    def preprocess(self, crops: Sequence[np.ndarray], masks: Optional[Sequence[Optional[np.ndarray]]] = None):
+        """Crops -> float (N, 3, H, W) 0..255 and masks -> (N, 1, H, W) (or None)."""
+        h, w = self.size_hw
+        imgs = np.stack([np.asarray(Image.fromarray(np.asarray(c, dtype=np.uint8)).resize((w, h), Image.BICUBIC))
+                         for c in crops]).astype(np.float32)
+        x = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous()
+        if masks is None:
+            return x, None
+        ms = []
+        for m, c in zip(masks, crops):
+            if m is None:
+                m = np.ones(np.asarray(c).shape[:2], np.float32)
+            ms.append(np.asarray(Image.fromarray(np.asarray(m, np.float32), mode="F").resize((w, h), Image.BILINEAR)))
+        return x, torch.from_numpy(np.stack(ms)[:, None].astype(np.float32)).clamp_(0, 1)
+
+    @torch.no_grad()
+    def embed_tensor(self, x: torch.Tensor, m: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(N, 3, H, W) 0..255 (+ masks) -> L2-normalised features (N, D) on the CPU."""
+        from ..functional.background import remove_background
+
+        outs = []
+        for i in range(0, len(x), self.batch_size):
+            xb = x[i:i + self.batch_size].to(self.device)
+            mb = None if m is None else m[i:i + self.batch_size].to(self.device)
+            inputs = {"images": xb}
+            if self.model_masks:
+                if mb is None:
+                    if not self._warned:
+                        logger.warning("the model removes backgrounds but no masks were given: using the whole crop")
+                        self._warned = True
+                    mb = xb.new_ones(xb.shape[0], 1, *xb.shape[2:])
+                inputs["masks"] = mb
+            elif mb is not None:
+                inputs["images"] = remove_background(xb, mb, self.fill, pixel_mean=self.pixel_mean)
+            f = self.model(inputs)
+            outs.append(F.normalize(f.float(), dim=1).cpu())
+        return torch.cat(outs) if outs else torch.zeros(0, 1)
+
+    def embed(self, crops: Sequence[np.ndarray], masks: Optional[Sequence[Optional[np.ndarray]]] = None) -> np.ndarray:
+        if len(crops) == 0:
+            return np.zeros((0, 1), np.float32)
+        x, m = self.preprocess(crops, masks)
+        return self.embed_tensor(x, m).numpy()
+
+
+def build_embedder(config_file: Optional[str] = None, opts: Sequence[str] = (), weights: Optional[str] = None,
+                   torchreid_weights: Optional[str] = None, torchreid_arch: str = "osnet_x0_25",
+                   device: str = "cpu", batch_size: int = 32, fill: str = "zero") -> ReidEmbedder:
+    """A FastReID config (+ ``MODEL.WEIGHTS``), or torchreid OSNet weights through the bridge."""
+    if torchreid_weights:
+        cfg = torchreid_osnet_cfg(torchreid_weights, torchreid_arch, device)
+        cfg.merge_from_list(list(opts))
+    elif config_file:
+        cfg = load_cfg(config_file, opts, weights, device)
+    else:
+        raise ValueError("give a FastReID config (--config-file, with MODEL.WEIGHTS) or --torchreid-weights")
+    return ReidEmbedder(cfg, batch_size=batch_size, fill=fill)
+

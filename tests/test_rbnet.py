@@ -1,0 +1,347 @@
+"""RBNet: reverse-backbone shapes, mask, heatmap rendering/decoding/loss, gradient routing of the five loss
+terms, bad inputs, multi-scale wrapper, and a tiny train + eval + visualization through our Trainer."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import fastreid_ext
+from fastreid.utils.events import EventStorage
+from fastreid_ext.data.annotations import COCO17_FLIP_PAIRS, flip_permutation
+from fastreid_ext.data.transforms import hflip
+from fastreid_ext.engine import Trainer
+from fastreid_ext.functional.heatmaps import (decode_heatmaps, heatmap_mse_loss, mean_keypoint_error,
+                                              render_heatmaps, render_heatmaps_np)
+from fastreid_ext.functional.masking import apply_mask
+from fastreid_ext.modeling.backbones.multiscale import MultiScaleResNet
+from fastreid_ext.modeling.rbnet.reverse_backbone import MASK_SOURCES, MaskGenerator, ReverseBackbone
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Many small (grouped/depthwise) convolutions: with 2 OpenMP threads on a busy 2-core machine they run
+    10-30x slower than with 1 (spin-waiting), so this module runs single-threaded."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+TINY_MODEL = ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.DEPTH", "18x", "MODEL.BACKBONE.FEAT_DIM", "512",
+              "MODEL.BACKBONE.PRETRAIN", "False", "MODEL.HEADS.NUM_CLASSES", "4"]
+
+
+def rb_cfg(*opts):
+    cfg = fastreid_ext.get_cfg()
+    cfg.merge_from_file("projects/RBNet/configs/SynthPed/rbnet_R18.yml")
+    cfg.merge_from_list(TINY_MODEL + list(opts))
+    return cfg
+
+
+def build(*opts):
+    torch.manual_seed(0)
+    return Trainer.build_model(rb_cfg(*opts))
+
+
+def fake_batch(b=8, h=64, w=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    kps = torch.rand(b, 17, 3, generator=g) * torch.tensor([w - 1.0, h - 1.0, 1.0])
+    kps[..., 2] = (kps[..., 2] > 0.2).float()
+    return {"images": torch.rand(b, 3, h, w, generator=g) * 255, "targets": torch.arange(b) % 4, "keypoints": kps}
+
+
+def resnet(depth="18x", ibn=False, nl=False):
+    cfg = fastreid_ext.get_cfg()
+    cfg.merge_from_list(["MODEL.BACKBONE.DEPTH", depth, "MODEL.BACKBONE.PRETRAIN", "False",
+                         "MODEL.BACKBONE.WITH_IBN", str(ibn), "MODEL.BACKBONE.WITH_NL", str(nl)])
+    from fastreid.modeling.backbones import build_backbone
+
+    torch.manual_seed(0)
+    return build_backbone(cfg).eval()
+
+
+# ---------------------------------------------------------------------------------------------- shapes
+@pytest.mark.parametrize("depth,ibn,nl", [("18x", False, False), ("50x", True, True)])
+def test_multiscale_wrapper_is_the_fastreid_resnet(depth, ibn, nl):
+    r = resnet(depth, ibn, nl)
+    ms = MultiScaleResNet(r).eval()
+    assert list(ms.state_dict()) == list(r.state_dict())  # same keys: checkpoints move freely
+    x = torch.randn(2, 3, 64, 32)
+    with torch.no_grad():
+        feats = ms.forward_features(x)
+        assert torch.allclose(feats["layer4"], r(x), atol=1e-5)
+    assert feats["conv1"].shape[-2:] == (32, 16)  # stem before the max-pool: stride 2
+    assert ms.strides == {"conv1": 2, "layer1": 4, "layer2": 8, "layer3": 16, "layer4": 16}
+    c4 = 2048 if depth == "50x" else 512
+    assert ms.out_channels["layer4"] == c4
+
+
+@pytest.mark.parametrize("h,w", [(256, 128), (64, 32)])
+def test_reverse_backbone_shapes_at_every_layer(h, w):
+    ms = MultiScaleResNet(resnet("18x")).eval()
+    rev = ReverseBackbone(ms.out_channels).eval()
+    assert all(v % 17 == 0 for v in rev.widths.values())
+    with torch.no_grad():
+        feats = ms.forward_features(torch.randn(2, 3, h, w))
+        out = rev(feats)
+    wd = rev.widths
+    expected = {
+        "cc_conv1": (2, wd["conv1"], h // 2, w // 2),
+        "re_layer4": (2, wd["layer3"], h // 16, w // 16),  # layer4 (last stride 1) keeps layer3's size
+        "re_layer3": (2, wd["layer2"], h // 8, w // 8),
+        "re_layer2": (2, wd["layer1"], h // 4, w // 4),
+        "re_layer1": (2, wd["conv1"], h // 4, w // 4),
+        "re_conv1_in": (2, wd["conv1"], h // 2, w // 2),
+        "heatmaps": (2, 17, h // 2, w // 2),  # B x 17 x 128 x 64 for 256 x 128
+    }
+    assert {k: tuple(v.shape) for k, v in out.items()} == expected
+
+
+def test_widths_scale_with_the_backbone_and_the_paper_layout():
+    r50 = ReverseBackbone((64, 256, 512, 1024, 2048))
+    r18 = ReverseBackbone((64, 64, 128, 256, 512))
+    # widths follow the backbone's channels (layer1 may sit on the min-group-width floor for both)
+    assert r50.widths["layer4"] > r18.widths["layer4"] and r50.widths["layer2"] > r18.widths["layer2"]
+    assert r50.widths["layer1"] >= r18.widths["layer1"]
+    full = ReverseBackbone((64, 256, 512, 1024, 2048), width_mult=1.0)
+    assert full.widths == {"conv1": 68, "layer1": 255, "layer2": 510, "layer3": 1020, "layer4": 2040}
+    assert [len(full.re_layer1), len(full.re_layer2), len(full.re_layer3), len(full.re_layer4)] == [2, 3, 5, 2]
+    for m in full.modules():  # every conv after change_channel is grouped (17) or depthwise
+        if isinstance(m, torch.nn.Conv2d) and m not in [c[0] for c in full.change_channel.values()]:
+            assert m.groups in (17, m.in_channels)
+
+
+@pytest.mark.parametrize("source", MASK_SOURCES)
+def test_mask_in_unit_range_and_input_sized(source):
+    ms = MultiScaleResNet(resnet("18x")).eval()
+    rev = ReverseBackbone(ms.out_channels)
+    gen = MaskGenerator(source, rev.output_channels(), init_bias=3.0)
+    for h, w in [(256, 128), (64, 32)]:
+        with torch.no_grad():
+            out = rev(ms.forward_features(torch.randn(3, 3, h, w)), upto=gen.reverse_upto)
+            mask, parts = gen(out, (h, w))
+        assert mask.shape == (3, 1, h, w) and parts.shape == (3, 17, h // 2, w // 2)
+        assert float(mask.min()) >= 0.0 and float(mask.max()) <= 1.0
+        assert float(mask.mean()) > 0.9  # a positive initial bias starts near the unmasked image
+    assert source == "conv1" or source in out
+
+
+# ---------------------------------------------------------------------------------------------- heatmaps
+def test_heatmaps_peak_at_keypoints_and_follow_a_flip():
+    from PIL import Image
+
+    h, w, hs = 128, 64, (64, 32)
+    rng = np.random.default_rng(0)
+    kps = np.stack([rng.uniform(2, w - 3, 17), rng.uniform(2, h - 3, 17), np.ones(17)], 1).astype(np.float32)
+    kps[4, 2] = 0.0  # one invisible keypoint: empty channel
+    sample = {"image": Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)), "keypoints": kps,
+              "mask": None}
+    heat, wts = render_heatmaps_np(kps, (h, w), hs, sigma=1.5)
+    assert heat.shape == (17, 64, 32) and wts[4] == 0 and heat[4].max() == 0 and wts.sum() == 16
+    dec = decode_heatmaps(torch.from_numpy(heat)[None], (h, w))[0].numpy()
+    vis = kps[:, 2] > 0
+    assert np.abs(dec[vis, :2] - kps[vis, :2]).max() <= 1.0 + 1e-4  # within one heatmap pixel (2 input px)/2
+    assert np.allclose(dec[vis, 2], heat[vis].max((1, 2)))
+    # flip: heatmaps of the flipped sample = mirrored heatmaps with left/right channels swapped
+    f = hflip(sample)
+    heat_f, wts_f = render_heatmaps_np(f["keypoints"], (h, w), hs, sigma=1.5)
+    perm = flip_permutation(17, COCO17_FLIP_PAIRS)
+    assert np.allclose(heat_f, heat[perm][:, :, ::-1], atol=1e-5)
+    assert np.array_equal(wts_f, wts[perm])
+    assert f["keypoints"][3, 2] == 0  # the invisible left ear became the right ear slot (index 3)
+
+
+def test_renderer_matches_mmpose_msra_heatmap():
+    mmpose_codecs = pytest.importorskip("mmpose.codecs", reason="mmpose (pose extra) not installed")
+    h, w, (hh, hw), sigma = 256, 128, (64, 32), 2.0
+    rng = np.random.default_rng(1)
+    kps = np.stack([rng.uniform(0, w - 1, 17), rng.uniform(0, h - 1, 17), np.ones(17)], 1).astype(np.float32)
+    kps[[2, 9], 2] = 0.0
+    ours, wts = render_heatmaps_np(kps, (h, w), (hh, hw), sigma)
+    codec = mmpose_codecs.MSRAHeatmap(input_size=(w, h), heatmap_size=(hw, hh), sigma=sigma, unbiased=True)
+    # mmpose maps x_hm = x * s; ours (x + .5) * s - .5: shift the keypoints so that both mean the same point
+    shifted = kps[None, :, :2] + 0.5 - 0.5 * np.array([w / hw, h / hh], np.float32)
+    enc = codec.encode(shifted, kps[None, :, 2])
+    assert np.allclose(ours, enc["heatmaps"], atol=1e-5)
+    assert np.array_equal(wts, enc["keypoint_weights"][0].astype(np.float32))
+
+
+def test_mean_keypoint_error_and_mse_loss():
+    kps = fake_batch(4, 128, 64)["keypoints"]
+    heat, wts = render_heatmaps(kps, (128, 64), (64, 32), 1.5)
+    assert mean_keypoint_error(heat, kps, (128, 64)) < 1.0
+    shifted = kps.clone()
+    shifted[..., 0] += 6.0
+    assert mean_keypoint_error(heat, shifted, (128, 64)) > 5.0
+    assert float(heatmap_mse_loss(heat, heat, wts)) == 0.0
+    assert float(heatmap_mse_loss(torch.zeros_like(heat), heat, wts)) > 0
+    assert float(heatmap_mse_loss(torch.zeros_like(heat), heat, torch.zeros_like(wts))) == 0.0  # invisible
+
+
+def test_wrong_sizes_raise_clear_errors():
+    heat = torch.zeros(2, 17, 64, 32)
+    with pytest.raises(ValueError, match="heatmap shapes differ"):
+        heatmap_mse_loss(heat, torch.zeros(2, 17, 32, 16))
+    with pytest.raises(ValueError, match="heatmap shapes differ"):
+        heatmap_mse_loss(heat, torch.zeros(1, 17, 64, 32))  # would broadcast silently
+    with pytest.raises(ValueError, match="weights"):
+        heatmap_mse_loss(heat, heat, torch.ones(2, 16))
+    with pytest.raises(ValueError, match=r"\(B, K, 3\)"):
+        render_heatmaps(torch.zeros(2, 17, 2), (128, 64), (64, 32))
+    with pytest.raises(ValueError, match="does not fit"):
+        apply_mask(torch.zeros(2, 3, 64, 32), torch.ones(2, 1, 32, 16))
+
+
+# ---------------------------------------------------------------------------------------------- the model
+def test_bad_batches_give_clear_errors():
+    model = build()
+    model.train()
+    batch = fake_batch()
+    with pytest.raises(KeyError, match="LOAD_KEYPOINTS"):
+        model({k: v for k, v in batch.items() if k != "keypoints"})
+    with pytest.raises(ValueError, match="predicts"):
+        model(dict(batch, heatmaps=torch.zeros(8, 17, 16, 8)))  # re_conv1 predicts 32 x 16 for 64 x 32
+    with pytest.raises(ValueError, match="keypoints"):
+        model(dict(batch, keypoints=torch.zeros(8, 16, 3)))
+    model(dict(batch, heatmaps=torch.zeros(8, 17, 32, 16)))  # right size: fine
+
+
+def test_mse_falls_when_training_only_the_reverse_backbone():
+    model = build()
+    model.train()
+    batch = fake_batch(8, 64, 32)
+    with torch.no_grad():
+        feats = {k: v.detach() for k, v in model.backbone.forward_features(model._normalize(batch["images"])).items()}
+    tgt, wts = render_heatmaps(batch["keypoints"], (64, 32), (32, 16), 1.0)
+    opt = torch.optim.Adam(model.reverse.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss = heatmap_mse_loss(model.reverse(feats)["heatmaps"], tgt, wts)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def _grad_groups(model, loss):
+    groups = {
+        "backbone.conv1": model.backbone.conv1, "backbone.layer4": model.backbone.layer4, "heads": model.heads,
+        "heads2": model.heads2, "reverse.cc_conv1": model.reverse.change_channel["conv1"],
+        "reverse.re_layer1": model.reverse.re_layer1, "reverse.re_conv1": model.reverse.re_conv1,
+        "mask": model.mask_generator,
+    }
+    if model.backbone2 is not None:
+        groups["backbone2"] = model.backbone2
+    params = {n: [p for p in m.parameters() if p.requires_grad] for n, m in groups.items()}
+    flat = [p for ps in params.values() for p in ps]
+    grads = torch.autograd.grad(loss, flat, retain_graph=True, allow_unused=True)
+    out, i = {}, 0
+    for n, ps in params.items():
+        g = grads[i:i + len(ps)]
+        i += len(ps)
+        out[n] = any(x is not None and float(x.abs().sum()) > 0 for x in g)
+    return {n for n, hit in out.items() if hit}
+
+
+@pytest.mark.parametrize("share,freeze", [(True, False), (True, True), (False, False), (False, True)])
+def test_five_loss_terms_are_finite_and_reach_the_right_parameters(share, freeze):
+    # conv1 mask: L_*2 reach backbone layer4 only through backbone 2 itself (not through the mask)
+    model = build("MODEL.RBNET.MASK_SOURCE", "conv1", "MODEL.RBNET.SHARE_BACKBONE", str(share),
+                  "MODEL.RBNET.FREEZE_BACKBONE2", str(freeze))
+    model.train()
+    with EventStorage(0):
+        losses = model(fake_batch())
+    assert set(losses) == {"loss_cls", "loss_triplet", "loss_heatmap", "loss_cls2", "loss_triplet2"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    b1 = {"backbone.conv1", "backbone.layer4"}
+    assert _grad_groups(model, losses["loss_cls"]) == b1 | {"heads"}
+    assert _grad_groups(model, losses["loss_triplet"]) == b1  # NECK_FEAT before: the head is not involved
+    assert _grad_groups(model, losses["loss_heatmap"]) == b1 | {"reverse.cc_conv1", "reverse.re_layer1",
+                                                                 "reverse.re_conv1"}
+    # backbone 2 pass: mask path (mask generator, conv1 change_channel, backbone conv1) and backbone 2
+    b2 = set() if freeze else ({"backbone.layer4"} if share else {"backbone2"})
+    mask_path = {"mask", "reverse.cc_conv1", "backbone.conv1"}
+    assert _grad_groups(model, losses["loss_cls2"]) == mask_path | b2 | {"heads2"}
+    assert _grad_groups(model, losses["loss_triplet2"]) == mask_path | b2
+    if freeze and not share:
+        assert not any(p.requires_grad for p in model.backbone2.parameters())
+        assert not model.backbone2.training  # BN statistics of the frozen copy stay fixed
+
+
+def test_re_layer1_mask_routes_through_the_reverse_backbone():
+    model = build("MODEL.RBNET.MASK_SOURCE", "re_layer1")
+    model.train()
+    with EventStorage(0):
+        losses = model(fake_batch())
+    hit = _grad_groups(model, losses["loss_cls2"])
+    assert {"mask", "reverse.re_layer1", "reverse.cc_conv1", "heads2"} <= hit
+    assert "reverse.re_conv1" not in hit and "heads" not in hit
+
+
+def test_detached_mask_trains_only_the_mask_and_backbone_2():
+    model = build("MODEL.RBNET.MASK_DETACH", "True", "MODEL.RBNET.SHARE_BACKBONE", "False")
+    model.train()
+    with EventStorage(0):
+        losses = model(fake_batch())
+    assert _grad_groups(model, losses["loss_cls2"]) == {"mask", "heads2", "backbone2"}
+    assert _grad_groups(model, losses["loss_heatmap"]) == {"backbone.conv1", "backbone.layer4", "reverse.cc_conv1",
+                                                           "reverse.re_layer1", "reverse.re_conv1"}
+
+
+def test_inference_features_and_maps():
+    model = build("MODEL.RBNET.TEST_FEATURE", "concat")
+    model.eval()
+    imgs = fake_batch(2)["images"]
+    with torch.no_grad():
+        feat = model(imgs)
+    assert feat.shape == (2, 1024)
+    maps = model.inference_maps({"images": imgs})
+    assert maps["heatmaps"].shape == (2, 17, 32, 16) and maps["mask"].shape == (2, 1, 64, 32)
+    assert maps["b1_conv1"].shape == maps["b2_conv1"].shape == (2, 64, 32, 16)
+    assert maps["b2_layer4"].shape == (2, 512, 4, 2)
+    assert torch.allclose(maps["features"], feat, atol=1e-5)
+    assert not model.training
+    # a conv1 mask stops backbone 1 after conv1 at test time: same feature as the full pass
+    model = build("MODEL.RBNET.MASK_SOURCE", "conv1")
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(imgs), model.inference_maps(imgs)["features"], atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+def test_tiny_train_eval_and_visualize_through_trainer(datasets_root, tmp_path):
+    import json
+
+    out = tmp_path / "run"
+    os.makedirs(out, exist_ok=True)
+    tiny = ["INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]", "INPUT.PADDING.SIZE", "2",
+            "DATASETS.SYNTHPED.PRESET", "tiny", "SOLVER.IMS_PER_BATCH", "16", "DATALOADER.NUM_WORKERS", "0",
+            "DATALOADER.NUM_INSTANCE", "4", "SOLVER.WARMUP_ITERS", "5", "TEST.IMS_PER_BATCH", "64",
+            "MODEL.RBNET.HEATMAP.SIGMA", "1.0", "SOLVER.MAX_EPOCH", "2", "SOLVER.STEPS", "[1]",
+            "SOLVER.CHECKPOINT_PERIOD", "2", "TEST.EVAL_PERIOD", "2"]
+    cfg = fastreid_ext.get_cfg()
+    cfg.merge_from_file("projects/RBNet/configs/SynthPed/rbnet_R18.yml")
+    cfg.merge_from_list(tiny + ["OUTPUT_DIR", str(out)])
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    results = trainer.train()
+    for k in ("Rank-1", "mAP"):
+        assert 0.0 <= results[k] <= 100.0
+    rows = [json.loads(line) for line in open(out / "metrics.json")]
+    terms = [r for r in rows if "loss_heatmap" in r]
+    assert terms and all(np.isfinite(r[k]) for r in terms for k in
+                         ("loss_cls", "loss_triplet", "loss_heatmap", "loss_cls2", "loss_triplet2"))
+    assert os.path.isfile(out / "model_final.pth")
+
+    # the visualization tool, in process (same argv as on the command line)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("visualize_rbnet", "tools/visualize_rbnet.py")
+    vis = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vis)
+    n = vis.main(["--config-file", "projects/RBNet/configs/SynthPed/rbnet_R18.yml", "--weights",
+                  str(out / "model_final.pth"), "--num-images", "3", "--output", str(tmp_path / "vis"), *tiny])
+    assert n == 3
+    pngs = sorted(os.listdir(tmp_path / "vis"))
+    assert len([p for p in pngs if p.endswith(".png")]) == 4 and "overview.png" in pngs
