@@ -101,7 +101,7 @@ def run(trainer_cls, cfg, seed=None):
     return _metrics(results), time.perf_counter() - t0, trainer
 
 
-def adabn_eval(src_cfg_path, common, ckpt):
+def adabn_eval(src_cfg_path, common, ckpt, target="SynthPedB"):
     """Diagnostic, not MMT: a source model with its BatchNorm statistics re-estimated on SynthPedB's train
     images (AdaBN), evaluated on SynthPedB; tells how much of the gap is normalisation statistics."""
     from fastreid.modeling.meta_arch import build_model
@@ -109,7 +109,7 @@ def adabn_eval(src_cfg_path, common, ckpt):
     from fastreid_ext.engine.hooks_uda import target_items
     from fastreid_ext.engine.trainer import prepare_cfg
 
-    cfg = _cfg(src_cfg_path, common + ["DATASETS.NAMES", '("SynthPedB",)', "DATASETS.TESTS", '("SynthPedB",)',
+    cfg = _cfg(src_cfg_path, common + ["DATASETS.NAMES", f'("{target}",)', "DATASETS.TESTS", f'("{target}",)',
                                        "MODEL.HEADS.NUM_CLASSES", "1", "MODEL.BACKBONE.PRETRAIN", "False"])
     prepare_cfg(cfg)
     model = build_model(cfg)
@@ -152,6 +152,8 @@ def main():
     ap.add_argument("--mmt-iters", type=int, default=20, help="UDA.ITERS_PER_EPOCH")
     ap.add_argument("--size", type=int, nargs=2, default=[64, 32], help="input size (sources and MMT)")
     ap.add_argument("--preset", default="default")
+    ap.add_argument("--source", default="SynthPedA")
+    ap.add_argument("--target", default="SynthPedB")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--oracle", action="store_true", help="also train the plain model on SynthPedB with labels")
@@ -173,37 +175,38 @@ def main():
     trainer_items = []
     if args.oracle:
         cfg = _cfg(SOURCE_CFG["plain"], common + [
-            "DATASETS.NAMES", '("SynthPedB",)', "DATASETS.TESTS", '("SynthPedB",)',
-            "OUTPUT_DIR", os.path.join(args.out_dir, "oracle_bagtricks_R18_on_B"),
+            "DATASETS.NAMES", f'("{args.target}",)', "DATASETS.TESTS", f'("{args.target}",)',
+            "OUTPUT_DIR", os.path.join(args.out_dir, f"oracle_bagtricks_R18_{args.target}"),
             "SOLVER.MAX_EPOCH", str(args.src_epochs), "SOLVER.STEPS", "[1000]", "TEST.EVAL_PERIOD", str(args.src_epochs),
             "SOLVER.CHECKPOINT_PERIOD", str(args.src_epochs), "TEST.EVAL_INIT", "False"] + args.src_opts)
         oracle, secs, _ = run(SourceTrainer, cfg, 1)
-        print(f"oracle (plain, trained on SynthPedB with labels): {oracle} ({secs:.0f} s)", flush=True)
+        print(f"oracle (plain, trained on {args.target} with labels): {oracle} ({secs:.0f} s)", flush=True)
     for v in args.variants:
         c0, t0 = cpu_seconds(), time.perf_counter()
         src, ck = [], []
         for seed in (1, 2):
-            out = os.path.join(args.out_dir, f"source_{'bagtricks' if v == 'plain' else 'rbnet'}_R18_seed{seed}")
+            out = os.path.join(args.out_dir, f"source_{'bagtricks' if v == 'plain' else 'rbnet'}_R18_{args.source}_seed{seed}")
             cfg = _cfg(SOURCE_CFG[v], common + per_variant[v] + [
-                "DATASETS.NAMES", '("SynthPedA",)', "DATASETS.TESTS", '("SynthPedB",)', "OUTPUT_DIR", out,
+                "DATASETS.NAMES", f'("{args.source}",)', "DATASETS.TESTS", f'("{args.target}",)', "OUTPUT_DIR", out,
                 "SOLVER.MAX_EPOCH", str(args.src_epochs), "SOLVER.STEPS", "[1000]",
                 "TEST.EVAL_PERIOD", str(args.src_epochs), "SOLVER.CHECKPOINT_PERIOD", str(args.src_epochs),
                 "TEST.EVAL_INIT", "False"] + args.src_opts)
             m, secs, _ = run(SourceTrainer, cfg, seed)
-            print(f"[{v}] source seed {seed} on SynthPedB: {m} ({secs:.0f} s)", flush=True)
+            print(f"[{v}] source seed {seed} on {args.target}: {m} ({secs:.0f} s)", flush=True)
             src.append((m, secs))
             ck.append(os.path.join(out, "model_final.pth"))
-        ada = adabn_eval(SOURCE_CFG[v], common + per_variant[v], ck[0])
-        print(f"[{v}] source seed 1 + AdaBN on SynthPedB: {ada}", flush=True)
-        out = os.path.join(args.out_dir, f"mmt_{'R18' if v == 'plain' else 'rbnet_R18'}")
+        ada = adabn_eval(SOURCE_CFG[v], common + per_variant[v], ck[0], args.target)
+        print(f"[{v}] source seed 1 + AdaBN on {args.target}: {ada}", flush=True)
+        out = os.path.join(args.out_dir, f"mmt_{'R18' if v == 'plain' else 'rbnet_R18'}_{args.source}-{args.target}")
         cfg = _cfg(MMT_CFG[v], common + per_variant[v] + [
             "MODEL.MMT.WEIGHTS_1", ck[0], "MODEL.MMT.WEIGHTS_2", ck[1], "OUTPUT_DIR", out,
+            "DATASETS.NAMES", f'("{args.target}",)', "DATASETS.TESTS", f'("{args.target}",)',
             "SOLVER.MAX_EPOCH", str(args.mmt_epochs), "TEST.EVAL_PERIOD", str(args.mmt_epochs),
             "SOLVER.CHECKPOINT_PERIOD", str(args.mmt_epochs), "UDA.ITERS_PER_EPOCH", str(args.mmt_iters)]
             + args.mmt_opts)
         m, secs, trainer = run(Trainer, cfg, 1)
         hist = [(x.num_clusters, x.num_outliers, round(x.eps, 4)) for x in trainer.uda.history]
-        print(f"[{v}] MMT on SynthPedB: {m} ({secs:.0f} s); clusters/outliers/eps per clustering: {hist}", flush=True)
+        print(f"[{v}] MMT on {args.target}: {m} ({secs:.0f} s); clusters/outliers/eps per clustering: {hist}", flush=True)
         rows.append(dict(v=v, src=src, ada=ada, mmt=m, secs=secs, hist=hist, eval_net=trainer.cfg.MODEL.MMT.EVAL_NET,
                          cpu_min=(cpu_seconds() - c0) / 60, wall_min=(time.perf_counter() - t0) / 60))
         log[v] = {"source": [x[0] for x in src], "source1_adabn": ada, "mmt": m, "clusterings": hist}
@@ -212,12 +215,13 @@ def main():
 
     total, cpu_total = time.perf_counter() - t_all, cpu_seconds() - c_all
     n_target = len(trainer_items)
-    lines = [f"SynthPedA -> SynthPedB (preset {args.preset}, {n_target} unlabelled target train images), "
+    lines = [f"{args.source} -> {args.target} (preset {args.preset}, {n_target} unlabelled target train images), "
              f"ResNet-18 from scratch at {h} x {w} on CPU ({platform.processor() or platform.machine()}, "
              f"{os.cpu_count()} cores shared with other jobs, {torch.get_num_threads()} torch thread(s)): source "
              f"pre-training {args.src_epochs} epochs x 2 seeds, MMT {args.mmt_epochs} epochs x {args.mmt_iters} "
              f"iterations (batch 64 = 16 x 4). Total {cpu_total / 60:.1f} min CPU, {total / 60:.1f} min wall.", "",
-             "| variant | source-only mAP / R1 on B (seed 1; seed 2) | seed 1 + AdaBN (diagnostic) | MMT mAP / R1 on B | "
+             f"| variant | source-only mAP / R1 on {args.target} (seed 1; seed 2) | seed 1 + AdaBN (diagnostic) | "
+             f"MMT mAP / R1 on {args.target} | "
              "mAP vs best source | clusters (outliers) per clustering, eps | CPU / wall min |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
@@ -229,7 +233,7 @@ def main():
                      f"{r['mmt']['mAP']:.1f} / {r['mmt']['Rank-1']:.1f} | {r['mmt']['mAP'] - max(s_map):+.1f} | {cl}; "
                      f"eps {r['hist'][0][2]} | {r['cpu_min']:.1f} / {r['wall_min']:.1f} |")
     if oracle:
-        lines += ["", f"Reference: the plain model trained *with labels* on SynthPedB for the same {args.src_epochs} "
+        lines += ["", f"Reference: the plain model trained *with labels* on {args.target} for the same {args.src_epochs} "
                       f"epochs: {oracle['mAP']:.1f} mAP / {oracle['Rank-1']:.1f} R1."]
     lines += ["", f"MMT is evaluated with its `{rows[0]['eval_net'] if rows else 'mean1'}` network. Command: "
                   f"`python bench/mmt_synthped.py {' '.join(sys.argv[1:])}`".rstrip() + "."]

@@ -286,8 +286,13 @@ def test_import_reports_ambiguous_names(tmp_path):
 # ----------------------------------------------------------------------------------------------------
 # real backends
 # ----------------------------------------------------------------------------------------------------
-def test_mmpose_hrnet_random_weights_writes_a_valid_file(tmp_path, caplog):
+def test_mmpose_hrnet_random_weights_writes_a_valid_file(tmp_path, caplog, monkeypatch):
     _require("mmpose", "mmengine", "mmcv", "mmdet")
+    import logging
+
+    for name in ("fastreid_ext", "fastreid_ext.pose", "fastreid_ext.pose.backends"):
+        # an earlier in-process train_net run (FastReID's setup_logger) may have stopped propagation
+        monkeypatch.setattr(logging.getLogger(name), "propagate", True)
     from fastreid_ext.pose import MMPoseBackend
 
     rels = _make_dataset(tmp_path, {"query": 1, "bounding_box_test": 1})
