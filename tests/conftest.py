@@ -21,3 +21,18 @@ def datasets_root(tmp_path_factory):
         os.environ.pop("FASTREID_DATASETS", None)
     else:
         os.environ["FASTREID_DATASETS"] = old
+
+
+@pytest.fixture(autouse=True)
+def _loggers_propagate():
+    """FastReID's setup_logger (called by in-process train_net runs) turns propagation off, which hides
+    our warnings from pytest's caplog in later tests: restore it around every test."""
+    import logging
+
+    names = ("fastreid_ext", "fastreid")
+    old = {n: logging.getLogger(n).propagate for n in names}
+    for n in names:
+        logging.getLogger(n).propagate = True
+    yield
+    for n, v in old.items():
+        logging.getLogger(n).propagate = v
