@@ -8,11 +8,8 @@ from each run's log and prints a markdown table (global Rank-1/mAP for both; glo
     python bench/bench_hplf_misalign.py [--misalign 0.25] [--epochs 5] [--threads 1]
         [--variant HPLF-normfeat] [KEY VALUE ...]
 
-Training fix (bench only): FastReID's default optimizer wraps the parameters in one contiguous buffer
-(``ContiguousParams``); with torch 2, ``optimizer.zero_grad()`` sets that buffer's gradient to ``None``, so
-``optimizer.step()`` never changes a weight (the loss stays at its initial value). The runs therefore go
-through ``--child``: ``tools/train_net.py``'s ``main`` with a ``Trainer`` whose ``build_optimizer`` uses
-``contiguous=False`` (same Adam, per-parameter state), for both models alike.
+Both runs are ``tools/train_net.py`` itself (FastReID's contiguous-buffer optimizer, which updates no
+weight under torch 2, is replaced by per-parameter state by compat patch ``optimizer_not_contiguous``).
 
 FastReID 1.4.0 has no training-seed key (``default_setup`` seeds from the clock): runs are not bit-repeatable.
 The LR steps follow Base-SynthPed's schedule scaled to ``--epochs`` (8/12 and 11/12 of the epochs).
@@ -50,29 +47,7 @@ def last_eval(log_file: Path) -> dict:
     return {k: float(v) for k, v in zip(keys[1:], vals[1:])}
 
 
-def child(argv):
-    """``tools/train_net.py`` with per-parameter (non-contiguous) optimizer state, see the module doc."""
-    import importlib.util
-
-    sys.path.insert(0, str(ROOT))
-    spec = importlib.util.spec_from_file_location("train_net", ROOT / "tools/train_net.py")
-    train_net = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_net)
-    from fastreid.engine import default_argument_parser
-    from fastreid.solver import build_optimizer
-
-    class PerParamOptimizerTrainer(train_net.Trainer):
-        @classmethod
-        def build_optimizer(cls, cfg, model):
-            return build_optimizer(cfg, model, contiguous=False)
-
-    train_net.Trainer = PerParamOptimizerTrainer
-    train_net.main(default_argument_parser().parse_args(argv))
-
-
 def main():
-    if sys.argv[1:2] == ["--child"]:
-        return child(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--misalign", type=float, default=0.25)
     ap.add_argument("--epochs", type=int, default=5)
@@ -108,7 +83,7 @@ def main():
     runs.update({v: VARIANTS[v] for v in args.variant})
     for name, (cfg, extra) in runs.items():
         out_dir = ROOT / args.out_root / name.lower()
-        cmd = [sys.executable, "bench/bench_hplf_misalign.py", "--child", "--config-file", cfg, *common, *extra,
+        cmd = [sys.executable, "tools/train_net.py", "--config-file", cfg, *common, *extra,
                "OUTPUT_DIR", str(out_dir)]
         cmds[name] = " ".join(cmd[1:]).replace(str(ROOT) + "/", "")
         done = out_dir / "done.json"
@@ -138,7 +113,7 @@ def main():
     thr = f"OMP_NUM_THREADS={args.threads} " if args.threads else ""
     lines += ["", "Produced by (from the repository root):", "",
               "    python bench/bench_hplf_misalign.py " + " ".join(sys.argv[1:]), "",
-              "which runs (``--child``: tools/train_net.py with per-parameter optimizer state):", ""]
+              "which runs:", ""]
     lines += [f"    {thr}python {c}" for c in cmds.values()]
     text = "\n".join(lines)
     print(text)

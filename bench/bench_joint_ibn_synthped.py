@@ -67,9 +67,9 @@ def make_cfg(names, bg, iters, batch, epoch_iters, out_dir, extra=()):
 
 def fixed_epoch_trainer(epoch_iters: int):
     """JointIBN's trainer whose epochs are ``epoch_iters`` iterations long whatever the training-set size."""
-    from fastreid_ext.modeling.meta_arch.joint_ibn import JointIBNTrainer
+    from fastreid_ext.engine import Trainer
 
-    class FixedEpochTrainer(JointIBNTrainer):
+    class FixedEpochTrainer(Trainer):
         @classmethod
         def build_train_loader(cls, cfg):
             loader = super().build_train_loader(cfg)

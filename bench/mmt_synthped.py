@@ -14,8 +14,6 @@ Also: seed 1's source model with its BatchNorm statistics re-estimated on SynthP
 MMT) and, with ``--oracle``, the plain model trained with SynthPedB's labels (same budget) as a reference.
 Inputs are 64 x 32 by default (``--size``; the configs say 128 x 64, 4x the compute) to fit ~20-30 CPU
 minutes; one torch thread (2 OpenMP threads on 2 cores shared with other jobs spin and get much slower).
-FastReID's contiguous optimizer buffer does not update any weight on torch 2 (see
-:func:`contiguous_params_broken`); the source trainings here use per-parameter groups when that is so.
 
 Prints a markdown table (also written to ``bench/results/mmt_synthped.md``) with the commands' settings.
 
@@ -46,37 +44,6 @@ from fastreid_ext.engine import Trainer  # noqa: E402
 SOURCE_CFG = {"plain": "configs/SynthPed/bagtricks_R18.yml", "rbnet": "projects/RBNet/configs/SynthPed/rbnet_R18.yml"}
 MMT_CFG = {"plain": "projects/MMT/configs/SynthPedA-SynthPedB/mmt_R18.yml",
            "rbnet": "projects/MMT/configs/SynthPedA-SynthPedB/mmt_rbnet_R18.yml"}
-
-
-def contiguous_params_broken() -> bool:
-    """FastReID's ``ContiguousParams`` + torch 2's ``zero_grad(set_to_none=True)``: the flat buffer loses its
-    gradient and the optimizer never updates the weights. True when that happens on this stack."""
-    from fastreid.utils.params import ContiguousParams
-
-    lin = torch.nn.Linear(2, 1)
-    w0 = lin.weight.detach().clone()
-    params = ContiguousParams([{"params": [p], "lr": 0.1, "weight_decay": 0.0, "freeze_status": "normal"}
-                               for p in lin.parameters()])
-    opt = torch.optim.SGD(params.contiguous(), lr=0.1)
-    opt.zero_grad()
-    lin(torch.ones(1, 2)).sum().backward()
-    opt.step()
-    return torch.equal(lin.weight.detach(), w0)
-
-
-class SourceTrainer(Trainer):
-    """fastreid_ext's Trainer with per-parameter optimizer groups when FastReID's contiguous buffer is broken
-    on this stack (see :func:`contiguous_params_broken`); otherwise identical."""
-
-    broken = None
-
-    @classmethod
-    def build_optimizer(cls, cfg, model):
-        from fastreid.solver import build_optimizer
-
-        if cls.broken is None:
-            cls.broken = contiguous_params_broken()
-        return build_optimizer(cfg, model, contiguous=not cls.broken)
 
 
 def _cfg(path, opts):
@@ -179,7 +146,7 @@ def main():
             "OUTPUT_DIR", os.path.join(args.out_dir, f"oracle_bagtricks_R18_{args.target}"),
             "SOLVER.MAX_EPOCH", str(args.src_epochs), "SOLVER.STEPS", "[1000]", "TEST.EVAL_PERIOD", str(args.src_epochs),
             "SOLVER.CHECKPOINT_PERIOD", str(args.src_epochs), "TEST.EVAL_INIT", "False"] + args.src_opts)
-        oracle, secs, _ = run(SourceTrainer, cfg, 1)
+        oracle, secs, _ = run(Trainer, cfg, 1)
         print(f"oracle (plain, trained on {args.target} with labels): {oracle} ({secs:.0f} s)", flush=True)
     for v in args.variants:
         c0, t0 = cpu_seconds(), time.perf_counter()
@@ -191,7 +158,7 @@ def main():
                 "SOLVER.MAX_EPOCH", str(args.src_epochs), "SOLVER.STEPS", "[1000]",
                 "TEST.EVAL_PERIOD", str(args.src_epochs), "SOLVER.CHECKPOINT_PERIOD", str(args.src_epochs),
                 "TEST.EVAL_INIT", "False"] + args.src_opts)
-            m, secs, _ = run(SourceTrainer, cfg, seed)
+            m, secs, _ = run(Trainer, cfg, seed)
             print(f"[{v}] source seed {seed} on {args.target}: {m} ({secs:.0f} s)", flush=True)
             src.append((m, secs))
             ck.append(os.path.join(out, "model_final.pth"))

@@ -43,7 +43,7 @@ def make_cfg(arch, iters, batch, out_dir, seed, extra=()):
 
     cfg = fastreid_ext.get_cfg()
     cfg.merge_from_file(str(CONFIGS[arch]))
-    cfg.merge_from_list(["SOLVER.IMS_PER_BATCH", str(batch), "OUTPUT_DIR", str(out_dir), "SEED", str(seed),
+    cfg.merge_from_list(["SOLVER.IMS_PER_BATCH", str(batch), "OUTPUT_DIR", str(out_dir),
                          "DATALOADER.NUM_WORKERS", "0", *extra])
     prepare_cfg(cfg)
     n = len(build_train_set(cfg))

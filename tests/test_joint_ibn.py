@@ -285,8 +285,8 @@ def test_joint_training_on_two_synthped_domains_keeps_ids_apart(datasets_root, t
     w0 = trainer.model.backbone.conv1.weight.detach().clone()
     results = trainer.train()  # evaluates on the unseen SynthPedB
     assert 0.0 <= results["mAP"] <= 100.0 and np.isfinite(results["mAP"])
-    # the weights moved (FastReID's contiguous-buffer optimizer does not update them under torch 2)
-    assert type(trainer).__name__ == "JointIBNTrainer"
+    # the weights moved (FastReID's contiguous-buffer optimizer does not update them under torch 2 without
+    # compat patch optimizer_not_contiguous)
     assert not torch.equal(w0, trainer.model.backbone.conv1.weight.detach())
 
 

@@ -29,7 +29,6 @@ from fastreid.modeling.meta_arch.baseline import Baseline
 from fastreid.modeling.meta_arch.build import META_ARCH_REGISTRY
 
 from ...config import register_config
-from ...engine.trainer import Trainer, register_trainer
 from ...functional.background import FILL_MODES, remove_background
 from ..backbones import torchreid_bridge  # noqa: F401  (registers build_osnet_torchreid_backbone)
 
@@ -115,21 +114,3 @@ class JointIBN(Baseline):
         images = remove_background(images, masks, self.fill, pixel_mean=self.pixel_mean.view(-1),
                                    blur_kernel=self.blur_kernel)
         return (images - self.pixel_mean) / self.pixel_std
-
-
-@register_trainer("JointIBN")
-class JointIBNTrainer(Trainer):
-    """Our ``Trainer`` with FastReID's optimizer built *without* its contiguous parameter buffer.
-
-    FastReID's ``ContiguousParams`` hands the optimizer flat buffers whose ``.grad`` aliases the
-    parameters' gradients; torch 2's ``optimizer.zero_grad()`` (``set_to_none=True``) drops those
-    aliases, backward then writes fresh per-parameter gradients and the optimizer, which only sees the
-    flat buffers, never updates a weight (the loss stays at log(num_classes)). Same Adam/SGD, same
-    parameter groups (lr, weight decay, no bias/BN decay), per-parameter state.
-    """
-
-    @classmethod
-    def build_optimizer(cls, cfg, model):
-        from fastreid.solver import build_optimizer
-
-        return build_optimizer(cfg, model, contiguous=False)
