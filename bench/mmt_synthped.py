@@ -1,6 +1,8 @@
-"""End to end on CPU: SynthPedA (labelled source) -> SynthPedB (unlabelled target) with MMT, plain and with RBNet.
+"""End to end on CPU: SynthPedA (labelled source) -> SynthPedB (unlabelled target) with MMT, plain, with RBNet
+and with JointIBN.
 
-For each variant (``plain``: FastReID's Baseline, ``rbnet``: RBNet):
+For each variant (``plain``: FastReID's Baseline, ``rbnet``: RBNet, ``bg``: JointIBN, i.e. ResNet-18 IBN-a with
+background removal by SynthPed's person masks):
 
 1. source pre-training x 2 on SynthPedA with two seeds (``configs/SynthPed/bagtricks_R18.yml`` or
    ``projects/RBNet/configs/SynthPed/rbnet_R18.yml``); FastReID's config has no ``SEED`` key, so this script
@@ -41,9 +43,14 @@ import fastreid_ext  # noqa: E402
 from fastreid.utils.env import seed_all_rng  # noqa: E402
 from fastreid_ext.engine import Trainer  # noqa: E402
 
-SOURCE_CFG = {"plain": "configs/SynthPed/bagtricks_R18.yml", "rbnet": "projects/RBNet/configs/SynthPed/rbnet_R18.yml"}
+SOURCE_CFG = {"plain": "configs/SynthPed/bagtricks_R18.yml", "rbnet": "projects/RBNet/configs/SynthPed/rbnet_R18.yml",
+              "bg": "projects/JointIBN/configs/SynthPed/joint_R18-ibn.yml"}
 MMT_CFG = {"plain": "projects/MMT/configs/SynthPedA-SynthPedB/mmt_R18.yml",
-           "rbnet": "projects/MMT/configs/SynthPedA-SynthPedB/mmt_rbnet_R18.yml"}
+           "rbnet": "projects/MMT/configs/SynthPedA-SynthPedB/mmt_rbnet_R18.yml",
+           "bg": "projects/MMT/configs/SynthPedA-SynthPedB/mmt_R18-ibn_bg.yml"}
+SOURCE_NAME = {"plain": "bagtricks_R18", "rbnet": "rbnet_R18", "bg": "joint_R18-ibn"}
+MMT_NAME = {"plain": "R18", "rbnet": "rbnet_R18", "bg": "R18-ibn_bg"}
+LABEL = {"plain": "MMT", "rbnet": "MMT + RBNet", "bg": "MMT + JointIBN (IBN-a, background removal)"}
 
 
 def _cfg(path, opts):
@@ -85,7 +92,10 @@ def adabn_eval(src_cfg_path, common, ckpt, target="SynthPedB"):
     from fastreid_ext.data.common import AnnotatedDataset
     from fastreid_ext.data.transforms import build_joint_transforms
 
-    ds = AnnotatedDataset(target_items(cfg), build_joint_transforms(cfg, is_train=False), relabel=False)
+    a = cfg.DATASETS.ANNOTATIONS  # JointIBN removes the background with the per-image masks
+    ds = AnnotatedDataset(target_items(cfg), build_joint_transforms(cfg, is_train=False), relabel=False,
+                          annotations=data_build.annotation_index(cfg) if a.LOAD_MASKS else None,
+                          load_masks=a.LOAD_MASKS, on_missing=a.ON_MISSING)
     loader, _ = data_build.build_reid_test_loader(test_set=ds, test_batch_size=cfg.TEST.IMS_PER_BATCH, num_query=0,
                                                   num_workers=cfg.DATALOADER.NUM_WORKERS)
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
@@ -113,7 +123,7 @@ def cpu_seconds() -> float:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--variants", nargs="+", default=["plain", "rbnet"], choices=["plain", "rbnet"])
+    ap.add_argument("--variants", nargs="+", default=["plain", "rbnet"], choices=["plain", "rbnet", "bg"])
     ap.add_argument("--src-epochs", type=int, default=3)
     ap.add_argument("--mmt-epochs", type=int, default=4)
     ap.add_argument("--mmt-iters", type=int, default=20, help="UDA.ITERS_PER_EPOCH")
@@ -135,7 +145,7 @@ def main():
     common = ["MODEL.DEVICE", "cpu", "DATASETS.SYNTHPED.PRESET", args.preset, "DATALOADER.NUM_WORKERS", str(args.workers),
               "INPUT.SIZE_TRAIN", f"[{h}, {w}]", "INPUT.SIZE_TEST", f"[{h}, {w}]",
               "INPUT.PADDING.SIZE", str(max(2, round(5 * h / 128)))]
-    per_variant = {"plain": [], "rbnet": ["MODEL.RBNET.HEATMAP.SIGMA", str(1.5 * h / 128)]}
+    per_variant = {"plain": [], "rbnet": ["MODEL.RBNET.HEATMAP.SIGMA", str(1.5 * h / 128)], "bg": []}
     t_all, c_all = time.perf_counter(), cpu_seconds()
     rows, log = [], {}
     oracle = None
@@ -152,7 +162,7 @@ def main():
         c0, t0 = cpu_seconds(), time.perf_counter()
         src, ck = [], []
         for seed in (1, 2):
-            out = os.path.join(args.out_dir, f"source_{'bagtricks' if v == 'plain' else 'rbnet'}_R18_{args.source}_seed{seed}")
+            out = os.path.join(args.out_dir, f"source_{SOURCE_NAME[v]}_{args.source}_seed{seed}")
             cfg = _cfg(SOURCE_CFG[v], common + per_variant[v] + [
                 "DATASETS.NAMES", f'("{args.source}",)', "DATASETS.TESTS", f'("{args.target}",)', "OUTPUT_DIR", out,
                 "SOLVER.MAX_EPOCH", str(args.src_epochs), "SOLVER.STEPS", "[1000]",
@@ -164,7 +174,7 @@ def main():
             ck.append(os.path.join(out, "model_final.pth"))
         ada = adabn_eval(SOURCE_CFG[v], common + per_variant[v], ck[0], args.target)
         print(f"[{v}] source seed 1 + AdaBN on {args.target}: {ada}", flush=True)
-        out = os.path.join(args.out_dir, f"mmt_{'R18' if v == 'plain' else 'rbnet_R18'}_{args.source}-{args.target}")
+        out = os.path.join(args.out_dir, f"mmt_{MMT_NAME[v]}_{args.source}-{args.target}")
         cfg = _cfg(MMT_CFG[v], common + per_variant[v] + [
             "MODEL.MMT.WEIGHTS_1", ck[0], "MODEL.MMT.WEIGHTS_2", ck[1], "OUTPUT_DIR", out,
             "DATASETS.NAMES", f'("{args.target}",)', "DATASETS.TESTS", f'("{args.target}",)',
@@ -195,7 +205,7 @@ def main():
         s_map = [x[0]["mAP"] for x in r["src"]]
         s_r1 = [x[0]["Rank-1"] for x in r["src"]]
         cl = ", ".join(f"{c} ({o})" for c, o, _ in r["hist"])
-        lines.append(f"| {'MMT' if r['v'] == 'plain' else 'MMT + RBNet'} | {s_map[0]:.1f} / {s_r1[0]:.1f}; "
+        lines.append(f"| {LABEL[r['v']]} | {s_map[0]:.1f} / {s_r1[0]:.1f}; "
                      f"{s_map[1]:.1f} / {s_r1[1]:.1f} | {r['ada']['mAP']:.1f} / {r['ada']['Rank-1']:.1f} | "
                      f"{r['mmt']['mAP']:.1f} / {r['mmt']['Rank-1']:.1f} | {r['mmt']['mAP'] - max(s_map):+.1f} | {cl}; "
                      f"eps {r['hist'][0][2]} | {r['cpu_min']:.1f} / {r['wall_min']:.1f} |")
