@@ -339,6 +339,11 @@ def _distributed_worker_any_device(local_rank, main_func, world_size, num_gpus_p
         if i == machine_rank:
             comm._LOCAL_PROCESS_GROUP = pg
     main_func(*args)
+    if not use_cuda and dist.is_initialized():
+        # orderly teardown after a normal return (an exception ends the run through mp.spawn anyway): a process
+        # exiting while its peers' gloo connections are open can die in std::terminate (SIGABRT)
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 @_patch("launch_on_cpu", "fastreid",

@@ -97,6 +97,24 @@ def test_reverse_backbone_shapes_at_every_layer(h, w):
     assert {k: tuple(v.shape) for k, v in out.items()} == expected
 
 
+def test_channels_last_reverse_path_gives_the_same_values_and_gradients():
+    ms = MultiScaleResNet(resnet("18x")).train()
+    torch.manual_seed(0)
+    fast = ReverseBackbone(ms.out_channels, channels_last=True).train()
+    plain = ReverseBackbone(ms.out_channels, channels_last=False).train()
+    plain.load_state_dict(fast.state_dict())
+    feats = {k: v.detach() for k, v in ms.forward_features(torch.randn(4, 3, 64, 32)).items()}
+    outs = []
+    for rev in (fast, plain):
+        f = {k: v.clone().requires_grad_() for k, v in feats.items()}
+        heat = rev(f)["heatmaps"]
+        heat.square().sum().backward()
+        outs.append((heat.detach(), f["layer1"].grad, rev.re_conv1.out.weight.grad))
+    assert outs[0][0].is_contiguous()  # handed back in the usual layout
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_widths_scale_with_the_backbone_and_the_paper_layout():
     r50 = ReverseBackbone((64, 256, 512, 1024, 2048))
     r18 = ReverseBackbone((64, 64, 128, 256, 512))

@@ -225,7 +225,6 @@ class UDAState:
                 f"nothing shared). {fix}. Also check that MODEL.MMT.WEIGHTS_1/2 are trained source models.")
 
     def train_set(self, labels: np.ndarray) -> TwoViewDataset:
-        cfg = self.cfg
         keep = np.flatnonzero(labels >= 0)
         items = [(self.items[i][0], int(labels[i]), self.items[i][2]) for i in keep]
         return self._dataset(TwoViewDataset, items, is_train=True, relabel=True)

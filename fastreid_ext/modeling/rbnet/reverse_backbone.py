@@ -134,8 +134,8 @@ class ReverseBackbone(nn.Module):
     def __init__(self, in_channels, num_keypoints: int = NUM_KEYPOINTS, width_mult: float = 0.25,
                  min_group_width: int = 4, blocks: Sequence[int] = (2, 3, 5, 2), channels_last: bool = True):
         super().__init__()
-        #: run the reverse path in channels-last layout: its depthwise / grouped convolutions are 2-2.5x faster
-        #: that way on CPU (oneDNN) and with cuDNN; outputs are the same values (bench/bench_rbnet.py)
+        #: run the reverse path in channels-last layout: its depthwise / grouped convolutions are about 2.3x
+        #: faster that way on CPU (oneDNN, measured); same values up to float rounding (tests/test_rbnet.py)
         self.channels_last = bool(channels_last)
         if isinstance(in_channels, Mapping):
             in_channels = [in_channels[k] for k in LEVELS]
