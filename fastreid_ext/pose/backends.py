@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..data.annotations import COCO17_NAMES
+from ..utils.extraction import ExtractionBackend
 
 logger = logging.getLogger(__name__)
 
@@ -44,30 +45,15 @@ def finalize_keypoints(kps: np.ndarray, width: int, height: int, margin: float =
     return out
 
 
-class KeypointBackend:
-    """Base class. Subclasses set :attr:`name` and implement :meth:`predict`."""
+class KeypointBackend(ExtractionBackend):
+    """Base class. Subclasses set :attr:`name` and implement :meth:`predict`; the signature is stored in the
+    partial and the final keypoint file."""
 
-    name = "base"
-    #: images per :meth:`predict` call that the extraction loop should use by default
     default_batch_size = 16
 
     def predict(self, images: Sequence[np.ndarray]) -> List[np.ndarray]:
         """BGR uint8 images -> one float32 (17, 3) array each (all zeros: no person found)."""
         raise NotImplementedError
-
-    def signature(self) -> Dict:
-        """What produced the keypoints (stored in the partial and the final file). Resuming with a
-        backend of a different signature is refused (mixing two models in one file)."""
-        return {"backend": self.name}
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 # ----------------------------------------------------------------------------------------------------

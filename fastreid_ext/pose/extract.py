@@ -27,15 +27,15 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..data.annotations import (COCO17_NAMES, KEYPOINTS_FILENAME, MASKS_DIRNAME, flip_permutation,
-                                load_keypoint_file, save_keypoint_file)
+from ..data.annotations import (COCO17_NAMES, KEYPOINTS_FILENAME, flip_permutation, load_keypoint_file,
+                                save_keypoint_file)
+from ..utils.extraction import IMAGE_EXTENSIONS, list_images
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ResumeError", "IMAGE_EXTENSIONS", "list_images", "partial_path", "extract_keypoints", "ExtractResult",
            "check_coverage", "CoverageReport", "compare_keypoints", "read_partial"]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 PARTIAL_VERSION = 1
 
 
@@ -45,26 +45,6 @@ class ResumeError(RuntimeError):
 
 def _rel(path: Path, base: Path) -> str:
     return os.path.relpath(path, base).replace(os.sep, "/")
-
-
-def list_images(root: str | os.PathLike, subdirs: Optional[Sequence[str]] = None) -> List[Path]:
-    """Image files under ``root`` (recursively, sorted), or under ``root/<subdir>`` for each of
-    ``subdirs``. Hidden folders and mask folders (``masks/``, which hold PNGs mirroring the images) are
-    skipped."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset folder {root} does not exist")
-    tops = [root] if not subdirs else [root / s for s in subdirs]
-    out = []
-    for top in tops:
-        if not top.is_dir():
-            raise FileNotFoundError(f"{top} does not exist (from --subdirs)")
-        for dirpath, dirnames, filenames in os.walk(top):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != MASKS_DIRNAME)
-            for f in sorted(filenames):
-                if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."):
-                    out.append(Path(dirpath) / f)
-    return sorted(set(out))
 
 
 def partial_path(output: str | os.PathLike) -> Path:

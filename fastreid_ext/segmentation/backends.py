@@ -25,6 +25,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
+from ..utils.extraction import ExtractionBackend
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["MaskBackend", "MediaPipeSegmenter", "TorchvisionMaskRCNN", "FileMaskImporter", "BACKENDS",
@@ -39,29 +41,14 @@ def resize_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(Image.fromarray(mask, mode="F").resize((width, height), Image.BILINEAR), dtype=np.float32)
 
 
-class MaskBackend:
+class MaskBackend(ExtractionBackend):
     """Base class. Subclasses set :attr:`name` and implement :meth:`predict`."""
-
-    name = "base"
-    default_batch_size = 1
 
     def predict(self, images: Sequence[np.ndarray], paths: Optional[Sequence[str]] = None
                 ) -> List[Optional[np.ndarray]]:
         """RGB uint8 ``(H, W, 3)`` crops -> float32 ``(H, W)`` masks in [0, 1] (``None``: no person).
         ``paths`` are the images' files (used by :class:`FileMaskImporter`)."""
         raise NotImplementedError
-
-    def signature(self) -> Dict:
-        return {"backend": self.name}
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -22,11 +22,11 @@ import numpy as np
 from PIL import Image
 
 from ..data.annotations import MASKS_DIRNAME
+from ..utils.extraction import list_images  # noqa: F401  (re-exported: the mask tool's image list)
 from .backends import MaskBackend
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 NO_PERSON_FILE = "_no_person.txt"
 SIGNATURE_FILE = "_backend.json"
 
@@ -41,18 +41,6 @@ class ExtractStats:
     def __str__(self):
         return (f"{self.written} masks written, {self.skipped} already there (skipped), "
                 f"{len(self.no_person)} images without a person, {self.seconds:.1f} s")
-
-
-def list_images(root: str | os.PathLike, exclude: Sequence[str] = (MASKS_DIRNAME,)) -> List[Path]:
-    """Images under ``root`` (recursive, sorted), skipping folders named in ``exclude``."""
-    root = Path(root)
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in exclude and not d.startswith("."))
-        for f in sorted(filenames):
-            if f.lower().endswith(IMAGE_EXTS):
-                out.append(Path(dirpath) / f)
-    return out
 
 
 def mask_path_for(image: Path, image_root: Path, out_root: Path) -> Path:
