@@ -90,25 +90,15 @@ def adabn_eval(src_cfg_path, common, ckpt, target="SynthPedB"):
     Checkpointer(model).load(ckpt)
     from fastreid_ext.data import build as data_build
     from fastreid_ext.data.common import AnnotatedDataset
-    from fastreid_ext.data.transforms import build_joint_transforms
+    from fastreid_ext.engine.hooks_uda import target_dataset
+    from fastreid_ext.modeling.meta_arch.mmt import adapt_batchnorm, adapter_for
 
-    a = cfg.DATASETS.ANNOTATIONS  # JointIBN removes the background with the per-image masks
-    ds = AnnotatedDataset(target_items(cfg), build_joint_transforms(cfg, is_train=False), relabel=False,
-                          annotations=data_build.annotation_index(cfg) if a.LOAD_MASKS else None,
-                          load_masks=a.LOAD_MASKS, on_missing=a.ON_MISSING)
+    # the configured per-image annotations (JointIBN removes the background with its masks)
+    ds = target_dataset(cfg, AnnotatedDataset, target_items(cfg), is_train=False, relabel=False)
     loader, _ = data_build.build_reid_test_loader(test_set=ds, test_batch_size=cfg.TEST.IMS_PER_BATCH, num_query=0,
                                                   num_workers=cfg.DATALOADER.NUM_WORKERS)
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    from fastreid_ext.modeling.meta_arch.mmt import adapter_for
-
-    adapter = adapter_for(model)  # train-mode forward of every branch (RBNet: plain and masked image)
-    model.train()
-    with torch.no_grad():
-        for b in loader:
-            adapter.student(model, b, torch.zeros(len(b["images"]), dtype=torch.long))
+    # train-mode forward of every branch (RBNet: plain and masked image)
+    adapt_batchnorm([model], adapter_for(model), loader, model.device)
     model.eval()
     return _metrics(Trainer.test(cfg, model))
 

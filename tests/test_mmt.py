@@ -411,3 +411,23 @@ def test_mmt_wraps_jointibn_with_masks_in_every_loader(datasets_root, tmp_path):
     trainer.resume_or_load(resume=False)
     results = trainer.train()
     assert 0.0 <= results["mAP"] <= 100.0
+
+
+def test_adapt_batchnorm_sets_running_stats_to_the_target_batches():
+    from fastreid.modeling.meta_arch import build_model
+
+    from fastreid_ext.modeling.meta_arch.mmt import adapt_batchnorm, adapter_for
+
+    cfg = fastreid_ext.get_cfg()
+    cfg.merge_from_file(os.path.join(ROOT, "configs/SynthPed/bagtricks_R18.yml"))
+    cfg.merge_from_list(TINY[:8] + ["MODEL.HEADS.NUM_CLASSES", "4"])
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    batches = [{"images": torch.rand(6, 3, 64, 32) * 255 + 40 * i} for i in range(2)]
+    assert adapt_batchnorm([model], adapter_for(model), batches, model.device) == 2
+    bn = model.backbone.bn1
+    assert not model.training and bn.momentum == 0.1  # mode and momentum restored
+    with torch.no_grad():  # cumulative average over the two batches of conv1's per-channel batch means
+        means = [model.backbone.conv1(model.preprocess_image(b)).mean(dim=(0, 2, 3)) for b in batches]
+    torch.testing.assert_close(bn.running_mean, (means[0] + means[1]) / 2, rtol=1e-4, atol=1e-5)
+    assert int(bn.num_batches_tracked) == 2

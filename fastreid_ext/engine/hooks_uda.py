@@ -46,6 +46,15 @@ def unwrap(model):
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
+def target_dataset(cfg, cls, items, is_train: bool, relabel: bool):
+    """``cls`` (AnnotatedDataset or TwoViewDataset) over ``items`` with the configured per-image keypoints /
+    masks (a background-removing base model needs its masks for clustering features too)."""
+    a = cfg.DATASETS.ANNOTATIONS
+    return cls(items, build_joint_transforms(cfg, is_train=is_train), relabel=relabel,
+               annotations=data_build.annotation_index(cfg) if (a.LOAD_KEYPOINTS or a.LOAD_MASKS) else None,
+               load_keypoints=a.LOAD_KEYPOINTS, load_masks=a.LOAD_MASKS, on_missing=a.ON_MISSING)
+
+
 def target_items(cfg) -> list:
     """``(path, pid, camid)`` of the train splits of ``cfg.DATASETS.NAMES`` (the target domain)."""
     items = []
@@ -186,7 +195,7 @@ class UDAState:
 
     def cluster_loader(self):
         if self._loader is None:
-            test_set = self._dataset(AnnotatedDataset, self.items, is_train=False, relabel=False)
+            test_set = target_dataset(self.cfg, AnnotatedDataset, self.items, is_train=False, relabel=False)
             self._loader, _ = data_build.build_reid_test_loader(
                 test_set=test_set, test_batch_size=self.cfg.TEST.IMS_PER_BATCH, num_query=0,
                 num_workers=self.cfg.DATALOADER.NUM_WORKERS)
@@ -227,16 +236,7 @@ class UDAState:
     def train_set(self, labels: np.ndarray) -> TwoViewDataset:
         keep = np.flatnonzero(labels >= 0)
         items = [(self.items[i][0], int(labels[i]), self.items[i][2]) for i in keep]
-        return self._dataset(TwoViewDataset, items, is_train=True, relabel=True)
-
-    def _dataset(self, cls, items, is_train: bool, relabel: bool):
-        """``cls`` (AnnotatedDataset or TwoViewDataset) over ``items`` with the configured per-image keypoints /
-        masks (a background-removing base model needs its masks for clustering features too)."""
-        cfg = self.cfg
-        a = cfg.DATASETS.ANNOTATIONS
-        return cls(items, build_joint_transforms(cfg, is_train=is_train), relabel=relabel,
-                   annotations=data_build.annotation_index(cfg) if (a.LOAD_KEYPOINTS or a.LOAD_MASKS) else None,
-                   load_keypoints=a.LOAD_KEYPOINTS, load_masks=a.LOAD_MASKS, on_missing=a.ON_MISSING)
+        return target_dataset(self.cfg, TwoViewDataset, items, is_train=True, relabel=True)
 
     def train_loader(self, labels: np.ndarray):
         from fastreid.data.build import build_reid_train_loader

@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
@@ -161,6 +161,34 @@ def adapter_for(model) -> BaselineAdapter:
                     f"(backbone, heads, preprocess_image) or RBNet")
 
 
+@torch.no_grad()
+def adapt_batchnorm(nets, adapter: BaselineAdapter, batches, device) -> int:
+    """AdaBN (Li et al., 2016; not part of MMT): replace every BatchNorm's running statistics of ``nets`` by the
+    average over ``batches`` (target images, train-mode forward of every branch, no gradient). Returns the
+    number of batches seen."""
+    bns = [m for net in nets for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    was = [net.training for net in nets]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    n = 0
+    try:
+        for net in nets:
+            net.train()
+        for batch in batches:
+            dummy = torch.zeros(batch["images"].shape[0], dtype=torch.long, device=device)
+            for net in nets:
+                adapter.student(net, batch, dummy)
+            n += 1
+    finally:
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
+        for net, w in zip(nets, was):
+            net.train(w)
+    return n
+
+
 def _head_weight(head: nn.Module) -> nn.Parameter:
     w = getattr(head, "weight", None)
     if not isinstance(w, nn.Parameter) or w.dim() != 2:
@@ -261,28 +289,9 @@ class MMT(nn.Module):
 
     @torch.no_grad()
     def adapt_bn(self, batches) -> int:
-        """AdaBN (Li et al., 2016; not part of MMT): replace every BatchNorm's running statistics by the
-        average over ``batches`` (target images, train-mode forward of both networks, no gradient), then copy
-        them to the mean nets. Returns the number of batches seen."""
-        bns = [m for net in (self.net1, self.net2) for m in net.modules()
-               if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        saved = [(m.momentum, m.training) for m in bns]
-        for m in bns:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative moving average
-        was = self.training
-        self.train()
-        n = 0
-        try:
-            for batch in batches:
-                dummy = torch.zeros(batch["images"].shape[0], dtype=torch.long, device=self.device)
-                for net in (self.net1, self.net2):
-                    self.adapter.student(net, batch, dummy)
-                n += 1
-        finally:
-            for m, (mom, _) in zip(bns, saved):
-                m.momentum = mom
-            self.train(was)
+        """AdaBN of both networks (:func:`adapt_batchnorm`), then their statistics copied to the mean nets.
+        Returns the number of batches seen."""
+        n = adapt_batchnorm((self.net1, self.net2), self.adapter, batches, self.device)
         for net, mean in ((self.net1, self.mean1), (self.net2, self.mean2)):
             for bm, bn in zip(mean.buffers(), net.buffers()):
                 bm.copy_(bn)
