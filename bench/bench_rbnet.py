@@ -9,6 +9,11 @@ alike; medians are reported.
 * inference: eval-mode feature extraction per image (batch ``--test-batch``), for RBNet with each
   ``MODEL.RBNET.TEST_FEATURE`` (backbone1 skips the reverse path and backbone 2).
 
+Like ``tools/train_net.py`` on CPU, the process first lets glibc keep freed memory
+(:func:`fastreid_ext.utils.malloc.keep_freed_memory`); ``--malloc system`` measures with glibc's default, under
+which every large activation is page-faulted in anew each step (that penalises memory-bound layers, of which
+RBNet's reverse path has many).
+
 Prints a markdown table and writes it to ``bench/results/rbnet.md``.
 
     python bench/bench_rbnet.py [--depth 18x] [--size 128 64] [--batch 64] [--rounds 5] [--threads 1]
@@ -98,6 +103,8 @@ def main():
     p.add_argument("--iters", type=int, default=2, help="iterations per round")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is robust on a busy machine)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--malloc", choices=("keep", "system"), default="keep",
+                   help="keep: glibc keeps freed memory, as tools/train_net.py does on CPU; system: glibc's default")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "rbnet.md"))
     args = p.parse_args()
 
@@ -105,7 +112,11 @@ def main():
 
     import fastreid_ext  # noqa: F401
     from fastreid.utils.events import EventStorage
+    from fastreid_ext.utils.malloc import keep_freed_memory
 
+    malloc = "glibc default"
+    if args.malloc == "keep" and args.device == "cpu":
+        malloc = "freed memory kept" if keep_freed_memory() else "glibc default (keep_freed_memory not available)"
     torch.set_num_threads(args.threads)
     size = tuple(args.size)
     data = batch(args.batch, size, args.device)
@@ -126,14 +137,16 @@ def main():
                 models["RBNet"][0].test_feature = f
                 inf[f"RBNet ({f})"].append(infer(models["RBNet"][0], test_images, args.device))
     med = {k: statistics.median(v) for k, v in times.items()}
-    ratio = statistics.median(r / b for r, b in zip(times["RBNet"], times["Baseline"]))
+    ratios = [r / b for r, b in zip(times["RBNet"], times["Baseline"])]
+    ratio = statistics.median(ratios)
     cpu = platform.processor() or platform.machine()
     lines = [
         f"# RBNet vs Baseline cost ({args.depth}, {size[0]}x{size[1]}, device {args.device}, "
-        f"{args.threads} thread(s), {cpu}, load {os.getloadavg()[0]:.1f})",
+        f"{args.threads} thread(s), {cpu}, load {os.getloadavg()[0]:.1f}, malloc: {malloc})",
         "",
         f"Train iteration (forward + backward + Adam, batch {args.batch}); median of {args.rounds} interleaved "
-        f"rounds of {args.iters} iterations.",
+        f"rounds of {args.iters} iterations; the ratio is the median of the per-round ratios (all: "
+        f"{', '.join(f'{r:.2f}' for r in ratios)}).",
         "",
         "| model | s / iteration | ratio over Baseline |",
         "| --- | --- | --- |",

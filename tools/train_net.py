@@ -6,7 +6,8 @@
 
 Same interface as FastReID's ``tools/train_net.py``; importing ``fastreid_ext`` applies the compatibility
 layer and registers every fastreid_ext component. On a machine without CUDA set ``MODEL.DEVICE cpu``
-(our SynthPed configs do); ``--num-gpus N`` then starts N CPU processes (gloo).
+(our SynthPed configs do); ``--num-gpus N`` then starts N CPU processes (gloo). On CPU, glibc's malloc is told
+to keep freed memory (``FASTREID_EXT_MALLOC=system`` opts out; fastreid_ext/utils/malloc.py).
 """
 import os
 import sys
@@ -19,6 +20,7 @@ from fastreid.utils.checkpoint import Checkpointer  # noqa: E402
 
 from fastreid_ext.engine import Trainer  # noqa: E402
 from fastreid_ext.engine.trainer import prepare_cfg  # noqa: E402
+from fastreid_ext.utils.malloc import keep_freed_memory  # noqa: E402
 
 
 def setup(args):
@@ -33,6 +35,8 @@ def setup(args):
 
 def main(args):
     cfg = setup(args)
+    if cfg.MODEL.DEVICE == "cpu":
+        keep_freed_memory()  # reuse freed tensor memory: CPU steps stop page-faulting (fastreid_ext/utils/malloc.py)
     if args.eval_only:
         cfg.defrost()
         cfg.MODEL.BACKBONE.PRETRAIN = False

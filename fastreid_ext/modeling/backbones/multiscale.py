@@ -21,6 +21,8 @@ from torch import nn
 from fastreid.modeling.backbones import BACKBONE_REGISTRY
 from fastreid.modeling.backbones.resnet import build_resnet_backbone
 
+from ...functional.conv_grad import conv2d_fast_input_grad
+
 __all__ = ["STAGES", "MultiScaleResNet", "build_multiscale_resnet_backbone"]
 
 #: names of the returned features, shallow to deep
@@ -85,7 +87,9 @@ class MultiScaleResNet(nn.Module):
         if upto is not None and upto not in STAGES:
             raise ValueError(f"upto must be one of {STAGES}, got {upto!r}")
         out = {}
-        x = self.relu(self.bn1(self.conv1(x)))
+        # an input that needs a gradient (RBNet's backbone 2 on the masked image) takes the polyphase input
+        # gradient: oneDNN's backward-data for the 3-channel stem is ~2x slower (functional/conv_grad.py)
+        x = self.relu(self.bn1(conv2d_fast_input_grad(x, self.conv1)))
         out["conv1"] = x
         if upto == "conv1":
             return out
