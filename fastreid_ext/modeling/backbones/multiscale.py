@@ -88,7 +88,7 @@ class MultiScaleResNet(nn.Module):
             raise ValueError(f"upto must be one of {STAGES}, got {upto!r}")
         out = {}
         # an input that needs a gradient (RBNet's backbone 2 on the masked image) takes the polyphase input
-        # gradient: oneDNN's backward-data for the 3-channel stem is ~2x slower (functional/conv_grad.py)
+        # gradient: oneDNN's backward-data for the 3-channel stem is ~2.6x slower (functional/conv_grad.py)
         x = self.relu(self.bn1(conv2d_fast_input_grad(x, self.conv1)))
         out["conv1"] = x
         if upto == "conv1":
