@@ -29,6 +29,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
+from _report import write_report  # bench/_report.py (this folder is on sys.path when a script runs)
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -206,10 +208,7 @@ def main():
                          f"{med['HPLF'] / med['Baseline']:.3f}x | {best['HPLF'] / best['Baseline']:.3f}x |")
         lines.append("")
     text = "\n".join(lines)
-    print("\n".join(lines[printed:]))
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(text + "\n")
+    write_report(text, args.out, shown="\n".join(lines[printed:]))
 
 
 if __name__ == "__main__":

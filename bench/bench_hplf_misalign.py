@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from _report import write_report  # bench/_report.py (this folder is on sys.path when a script runs)
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"Baseline": "projects/HPLF/configs/SynthPed/baseline_R18.yml",
            "HPLF": "projects/HPLF/configs/SynthPed/hplf_R18.yml"}
@@ -116,10 +118,7 @@ def main():
               "which runs:", ""]
     lines += [f"    {thr}python {c}" for c in cmds.values()]
     text = "\n".join(lines)
-    print(text)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(text + "\n")
+    write_report(text, args.out)
 
 
 if __name__ == "__main__":

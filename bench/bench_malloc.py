@@ -25,6 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _report import write_report  # bench/_report.py (this folder is on sys.path when a script runs)
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -139,10 +141,7 @@ def main():
               f"Peak RSS: {res['system', 'RBNet'][-1]['rss']:.0f} MiB default, "
               f"{res['keep', 'RBNet'][-1]['rss']:.0f} MiB kept."]
     text = "\n".join(lines)
-    print(text)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(text + "\n")
+    write_report(text, args.out)
 
 
 if __name__ == "__main__":

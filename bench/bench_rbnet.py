@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from _report import write_report  # bench/_report.py (this folder is on sys.path when a script runs)
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -163,10 +165,7 @@ def main():
         m = statistics.median(v)
         lines.append(f"| {k} | {1000 * m / args.test_batch:.2f} | {m / base_inf:.2f} |")
     text = "\n".join(lines)
-    print(text)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(text + "\n")
+    write_report(text, args.out)
     return ratio
 
 
