@@ -45,6 +45,8 @@ def test_fast_path_only_where_it_applies():
     big = torch.nn.Conv2d(3, 4, 7, stride=2, padding=3)
     assert conv2d_fast_input_grad(x.detach(), big).grad_fn.name() == "ConvolutionBackward0"  # no input grad
     assert "FastInputGrad" in conv2d_fast_input_grad(x, big).grad_fn.name()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed dtypes: the plain path
+        assert "FastInputGrad" not in conv2d_fast_input_grad(x, big).grad_fn.name()
     with pytest.raises(ValueError, match="does not match"):
         conv2d_input_grad_stride2(torch.randn(1, 5, 4, 4), big.weight, (3, 3), (8, 8))
 

@@ -103,10 +103,19 @@ class _FastInputGradConv2d(torch.autograd.Function):
         return gx, gw, gb, None
 
 
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: no device argument
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
 def conv2d_fast_input_grad(x: torch.Tensor, conv: torch.nn.Conv2d) -> torch.Tensor:
     """``conv(x)`` for a stride-2 ``conv`` (see :func:`fast_input_grad_applies`), whose backward computes the
     input gradient by :func:`conv2d_input_grad_stride2`. Same forward, same gradients; not twice differentiable.
-    Falls back to ``conv(x)`` where it does not apply or no input gradient is needed."""
-    if not (x.requires_grad and torch.is_grad_enabled() and fast_input_grad_applies(conv)):
+    Falls back to ``conv(x)`` where it does not apply, where no input gradient is needed, off the CPU (the slow
+    kernel is oneDNN's; cuDNN's is fine) and under autocast (mixed dtypes in the backward)."""
+    if not (x.requires_grad and torch.is_grad_enabled() and x.device.type == "cpu" and not _autocast_on("cpu")
+            and fast_input_grad_applies(conv)):
         return conv(x)
     return _FastInputGradConv2d.apply(x, conv.weight, conv.bias, conv.padding)
