@@ -234,12 +234,12 @@ def test_hook_assigns_labels_drops_outliers_and_skips_when_no_cluster(datasets_r
     from fastreid.modeling.meta_arch import build_model
 
     from fastreid_ext.engine import hooks_uda
-    from fastreid_ext.engine.hooks_uda import MMTHook, UDAState, _setup_ext_logger
-    from fastreid_ext.engine.trainer import prepare_cfg
+    from fastreid_ext.engine.hooks_uda import MMTHook, UDAState
+    from fastreid_ext.engine.trainer import prepare_cfg, setup_ext_logger
 
     cfg = tiny_cfg(tmp_path, "MODEL.HEADS.NUM_CLASSES", "400")
     prepare_cfg(cfg)
-    _setup_ext_logger(cfg)
+    setup_ext_logger(cfg)
     torch.manual_seed(0)
     model = build_model(cfg)
     state = UDAState(cfg)

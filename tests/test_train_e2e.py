@@ -74,6 +74,8 @@ def test_eval_only_from_checkpoint_via_train_net(datasets_root, tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Rank-1" in r.stdout + r.stderr and "mAP" in r.stdout + r.stderr
+    # fastreid_ext's own loggers reach the console like FastReID's (here: the CPU malloc setting)
+    assert "fastreid_ext.utils.malloc" in r.stdout + r.stderr
 
 
 def test_unknown_config_key_is_reported_by_yacs(tmp_path):

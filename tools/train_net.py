@@ -19,7 +19,7 @@ from fastreid.engine import default_argument_parser, default_setup, launch  # no
 from fastreid.utils.checkpoint import Checkpointer  # noqa: E402
 
 from fastreid_ext.engine import Trainer  # noqa: E402
-from fastreid_ext.engine.trainer import prepare_cfg  # noqa: E402
+from fastreid_ext.engine.trainer import prepare_cfg, setup_ext_logger  # noqa: E402
 from fastreid_ext.utils.malloc import keep_freed_memory  # noqa: E402
 
 
@@ -29,6 +29,7 @@ def setup(args):
     cfg.merge_from_list(args.opts)
     cfg.freeze()
     default_setup(cfg, args)
+    setup_ext_logger(cfg)
     prepare_cfg(cfg)
     return cfg
 

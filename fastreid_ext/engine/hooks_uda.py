@@ -34,7 +34,7 @@ from ..data.common import AnnotatedDataset
 from ..data.transforms import build_joint_transforms
 from ..data.two_view import TwoViewDataset
 from ..functional.clustering import apply_outlier_policy, cluster_centers, jaccard_dbscan
-from .trainer import Trainer, prepare_cfg, register_trainer, register_trainer_hooks
+from .trainer import Trainer, prepare_cfg, register_trainer, register_trainer_hooks, setup_ext_logger
 
 logger = logging.getLogger(__name__)
 
@@ -310,14 +310,6 @@ def _mmt_hooks(trainer):
     return [MMTHook(state, trainer.cfg.UDA.CLUSTER_EVERY, trainer.cfg.UDA.RESET_OPTIMIZER)]
 
 
-def _setup_ext_logger(cfg):
-    lg = logging.getLogger("fastreid_ext")
-    if not lg.handlers:
-        from fastreid.utils.logger import setup_logger
-
-        setup_logger(cfg.OUTPUT_DIR or None, distributed_rank=comm.get_rank(), name="fastreid_ext")
-
-
 @register_trainer("MMT")
 class MMTTrainer(Trainer):
     """``Trainer`` for ``MODEL.META_ARCHITECTURE MMT`` (module docstring): model, source weights and the first
@@ -327,7 +319,7 @@ class MMTTrainer(Trainer):
         prepare_cfg(cfg)
         cfg = cfg.clone()
         cfg.defrost()
-        _setup_ext_logger(cfg)
+        setup_ext_logger(cfg)
         items = target_items(cfg)
         if cfg.MODEL.HEADS.NUM_CLASSES <= 0:
             cfg.MODEL.HEADS.NUM_CLASSES = len(items)  # classifier capacity: at most one class per image

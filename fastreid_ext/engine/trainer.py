@@ -56,6 +56,15 @@ def register_trainer(meta_arch: str):
     return deco
 
 
+def setup_ext_logger(cfg) -> None:
+    """Log ``fastreid_ext.*`` messages like FastReID's own (console + ``OUTPUT_DIR/log.txt``), once per process;
+    FastReID's ``default_setup`` only sets up the ``fastreid`` logger."""
+    if not logging.getLogger("fastreid_ext").handlers:
+        from fastreid.utils.logger import setup_logger
+
+        setup_logger(cfg.OUTPUT_DIR or None, distributed_rank=comm.get_rank(), name="fastreid_ext")
+
+
 def prepare_cfg(cfg) -> None:
     """Process-wide settings a config implies (device for the compat layer, SynthPed options)."""
     compat.set_device(cfg.MODEL.DEVICE)
