@@ -26,13 +26,19 @@ def datasets_root(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _loggers_propagate():
     """FastReID's setup_logger (called by in-process train_net runs) turns propagation off, which hides
-    our warnings from pytest's caplog in later tests: restore it around every test."""
+    our warnings from pytest's caplog in later tests, and adds handlers bound to that test's captured stdout
+    and OUTPUT_DIR: restore propagation and drop the added handlers around every test."""
     import logging
 
     names = ("fastreid_ext", "fastreid")
     old = {n: logging.getLogger(n).propagate for n in names}
+    handlers = {n: list(logging.getLogger(n).handlers) for n in names}
     for n in names:
         logging.getLogger(n).propagate = True
     yield
     for n, v in old.items():
-        logging.getLogger(n).propagate = v
+        lg = logging.getLogger(n)
+        lg.propagate = v
+        for h in [h for h in lg.handlers if h not in handlers[n]]:
+            lg.removeHandler(h)
+            h.close()
