@@ -22,7 +22,6 @@ import numpy as np
 from PIL import Image
 
 from ..data.annotations import MASKS_DIRNAME
-from ..utils.extraction import list_images  # noqa: F401  (re-exported: the mask tool's image list)
 from .backends import MaskBackend
 
 logger = logging.getLogger(__name__)
