@@ -126,7 +126,7 @@ def bench_train(r50: bool, iters: int, warmup: int):
 
 
 def bench_eval(nq: int, ng: int, gdim: int, stripes: int, ldim: int, batch: int = 128):
-    from fastreid_ext.evaluation.hplf_evaluator import HPLFEvaluator
+    from fastreid_ext.hplf.evaluator import HPLFEvaluator
 
     cfg = make_cfg("HPLF", r50=True)
     cfg.merge_from_list(["MODEL.BACKBONE.FEAT_DIM", str(gdim), "MODEL.HPLF.LOCAL_DIM", str(ldim)])

@@ -80,7 +80,7 @@ def adabn_eval(src_cfg_path, common, ckpt, target="SynthPedB"):
     images (AdaBN), evaluated on SynthPedB; tells how much of the gap is normalisation statistics."""
     from fastreid.modeling.meta_arch import build_model
     from fastreid.utils.checkpoint import Checkpointer
-    from fastreid_ext.engine.hooks_uda import target_items
+    from fastreid_ext.mmt.hooks import target_items
     from fastreid_ext.engine.trainer import prepare_cfg
 
     cfg = _cfg(src_cfg_path, common + ["DATASETS.NAMES", f'("{target}",)', "DATASETS.TESTS", f'("{target}",)',
@@ -90,8 +90,8 @@ def adabn_eval(src_cfg_path, common, ckpt, target="SynthPedB"):
     Checkpointer(model).load(ckpt)
     from fastreid_ext.data import build as data_build
     from fastreid_ext.data.common import AnnotatedDataset
-    from fastreid_ext.engine.hooks_uda import target_dataset
-    from fastreid_ext.modeling.meta_arch.mmt import adapt_batchnorm, adapter_for
+    from fastreid_ext.mmt.hooks import target_dataset
+    from fastreid_ext.mmt.meta_arch import adapt_batchnorm, adapter_for
 
     # the configured per-image annotations (JointIBN removes the background with its masks)
     ds = target_dataset(cfg, AnnotatedDataset, target_items(cfg), is_train=False, relabel=False)

@@ -63,7 +63,7 @@ def map_quality(model, cfg, max_images=0):
 
     from fastreid_ext.data.build import build_test_loader
     from fastreid_ext.functional.heatmaps import keypoint_errors
-    from fastreid_ext.functional.masking import mask_person_background_means
+    from fastreid_ext.rbnet.masking import mask_person_background_means
 
     c = cfg.clone()
     c.defrost()

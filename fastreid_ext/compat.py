@@ -457,27 +457,119 @@ def _run(stage: str) -> List[str]:
     return done
 
 
-def apply() -> List[str]:
+class _FastReIDImportHook:
+    """Runs the FastReID-stage patches, then the registered callbacks (fastreid_ext's registrations), right after
+    the first ``import fastreid`` (of any submodule) has executed ``fastreid/__init__.py``. This keeps the pure
+    parts of fastreid_ext (SynthPed's generator, ``fastreid_ext.functional``) importable without FastReID."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "fastreid":
+            return None
+        remove_fastreid_hook()
+        import importlib.machinery
+
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        spec.loader = _AfterExecLoader(spec.loader, _after_fastreid)
+        return spec
+
+
+class _AfterExecLoader:
+    def __init__(self, loader, after):
+        self._loader, self._after = loader, after
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        self._after()
+
+    def __getattr__(self, name):  # get_resource_reader, is_package, ...
+        return getattr(self._loader, name)
+
+
+_FASTREID_HOOK = _FastReIDImportHook()
+#: functions run once FastReID is imported (after the FastReID-stage patches), in order
+_ON_FASTREID: List[Callable[[], None]] = []
+_FASTREID_DONE = False
+
+
+def remove_fastreid_hook() -> None:
+    if _FASTREID_HOOK in sys.meta_path:
+        sys.meta_path.remove(_FASTREID_HOOK)
+
+
+def _after_fastreid() -> None:
+    global _FASTREID_DONE
+    if _FASTREID_DONE:
+        return
+    _FASTREID_DONE = True
+    import fastreid.data.build  # noqa: F401  (the early patches make these imports work)
+    import fastreid.engine  # noqa: F401
+    import fastreid.evaluation  # noqa: F401
+
+    _run("fastreid")
+    _defer_to_first_lookup()
+
+
+_PENDING = {"running": False}
+
+
+def run_registrations() -> None:
+    """Run the ``on_fastreid`` callbacks now (once each). Normally they run on the first look-up in any FastReID
+    registry (``Registry.get``), i.e. after every import in progress has finished: running them inside
+    FastReID's import would re-enter modules that are still being imported."""
+    if _PENDING["running"]:
+        return
+    _PENDING["running"] = True
+    try:
+        while _ON_FASTREID:
+            _ON_FASTREID.pop(0)()
+    finally:
+        _PENDING["running"] = False
+
+
+def _defer_to_first_lookup() -> None:
+    from fastreid.utils.registry import Registry
+
+    if getattr(Registry.get, "__fastreid_ext_patched__", False):
+        return
+    get = Registry.get
+
+    def registry_get(self, name):
+        run_registrations()
+        return get(self, name)
+
+    registry_get.__fastreid_ext_patched__ = True
+    Registry.get = registry_get
+
+
+def apply(on_fastreid: Callable[[], None] | None = None) -> List[str]:
     """Apply every needed patch (idempotent). Returns the names applied by this call.
 
-    The pose patches are deferred to the first import of ``mmpose``/``mmdet`` (see
-    :class:`_PoseImportHook`) unless those are already imported."""
-    done = _run("early")
+    The early patches run now. The FastReID-stage patches and ``on_fastreid`` (fastreid_ext's registrations) run
+    right after FastReID's first import, or now when FastReID is already imported. The pose patches are deferred
+    to the first import of ``mmpose``/``mmdet`` (see :class:`_PoseImportHook`) unless those are already imported."""
+    before = list(APPLIED)
+    _run("early")
     # Register a prebuilt Cython evaluator (user cache) before FastReID's rank.py looks for it.
     from .evaluation.cython_build import load_cython_evaluator
 
     load_cython_evaluator()
-    import fastreid  # noqa: F401  (the early patches make this import work)
-    import fastreid.data.build  # noqa: F401
-    import fastreid.engine  # noqa: F401
-    import fastreid.evaluation  # noqa: F401
-
-    done += _run("fastreid")
+    if on_fastreid is not None and on_fastreid not in _ON_FASTREID:
+        _ON_FASTREID.append(on_fastreid)
+    if "fastreid" in sys.modules:
+        remove_fastreid_hook()
+        _after_fastreid()
+    elif _FASTREID_HOOK not in sys.meta_path:
+        sys.meta_path.insert(0, _FASTREID_HOOK)
     if any(m in sys.modules for m in _PoseImportHook.TRIGGERS):
-        done += apply_pose()
+        apply_pose()
     elif _POSE_HOOK not in sys.meta_path and "pose_stack" not in APPLIED:
         sys.meta_path.insert(0, _POSE_HOOK)
-    return done
+    return [n for n in APPLIED if n not in before]
 
 
 def patch_table() -> str:
@@ -489,4 +581,5 @@ def patch_table() -> str:
 
 if __name__ == "__main__":  # pragma: no cover
     apply()
+    import fastreid  # noqa: F401  (runs the FastReID-stage patches)
     print(patch_table())

@@ -35,6 +35,7 @@ def test_every_patch_has_a_reason_and_apply_is_idempotent():
 def test_patches_applied_in_a_fresh_process_on_this_stack():
     out = _fresh_python("""
         import fastreid_ext
+        import fastreid  # the FastReID-stage patches run on FastReID's first import
         print(",".join(fastreid_ext.compat.APPLIED))
     """)
     applied = out.strip().splitlines()[-1].split(",")
@@ -197,3 +198,23 @@ def test_default_trainer_optimizer_really_updates_weights():
             loss.backward()
             optimizer.step()
     assert not torch.equal(before, model.backbone.conv1.weight)
+
+
+def test_pure_parts_import_without_fastreid_and_registrations_follow():
+    """``fastreid_ext.functional`` and the SynthPed generator import without FastReID; importing FastReID afterwards
+    still gets every patch and registration (first registry look-up), whatever was imported first."""
+    out = _fresh_python("""
+        import sys
+        import fastreid_ext.functional.jaccard, fastreid_ext.functional.clustering
+        import fastreid_ext.data.synthped.generate
+        print("fastreid imported:", "fastreid" in sys.modules)
+        from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
+        from fastreid.data.datasets import DATASET_REGISTRY
+        print(META_ARCH_REGISTRY.get("RBNet").__module__, DATASET_REGISTRY.get("SynthPedA").__name__)
+        import fastreid_ext
+        print("optimizer_not_contiguous" in fastreid_ext.compat.APPLIED, fastreid_ext.get_cfg().MODEL.MMT.ALPHA)
+    """)
+    lines = out.strip().splitlines()
+    assert "fastreid imported: False" in lines
+    assert "fastreid_ext.rbnet.meta_arch SynthPedA" in lines
+    assert lines[-1] == "True 0.999"

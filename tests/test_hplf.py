@@ -231,7 +231,7 @@ def test_hplf_evaluator_matches_manual_ranking():
     from fastreid.evaluation.reid_evaluation import ReidEvaluator
     from fastreid.utils.compute_dist import build_dist
 
-    from fastreid_ext.evaluation.hplf_evaluator import HPLFEvaluator
+    from fastreid_ext.hplf.evaluator import HPLFEvaluator
 
     cfg = fastreid_ext.get_cfg()
     cfg.merge_from_file(os.path.join(ROOT, "projects/HPLF/configs/SynthPed/hplf_R18.yml"))
@@ -275,7 +275,7 @@ def test_hplf_trains_and_evaluates_end_to_end(datasets_root, tmp_path, capsys):
     from fastreid.evaluation.reid_evaluation import ReidEvaluator
 
     from fastreid_ext.engine import Trainer
-    from fastreid_ext.evaluation.hplf_evaluator import HPLFEvaluator
+    from fastreid_ext.hplf.evaluator import HPLFEvaluator
 
     out = tmp_path / "run"
     os.makedirs(out, exist_ok=True)

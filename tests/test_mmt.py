@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import fastreid_ext
-from fastreid_ext.functional import mmt_losses as L
+from fastreid_ext.mmt import losses as L
 from fastreid_ext.functional.clustering import apply_outlier_policy, cluster_centers, dbscan_sparse, jaccard_dbscan
 from fastreid_ext.functional.jaccard import (dense_mmt_eps, jaccard_eps_and_pairs, jaccard_weights, mmt_eps,
                                              sparse_jaccard_distance, sparse_to_dense)
@@ -233,8 +233,8 @@ class _FakeTrainer:
 def test_hook_assigns_labels_drops_outliers_and_skips_when_no_cluster(datasets_root, tmp_path, monkeypatch):
     from fastreid.modeling.meta_arch import build_model
 
-    from fastreid_ext.engine import hooks_uda
-    from fastreid_ext.engine.hooks_uda import MMTHook, UDAState
+    from fastreid_ext.mmt import hooks as hooks_uda
+    from fastreid_ext.mmt.hooks import MMTHook, UDAState
     from fastreid_ext.engine.trainer import prepare_cfg, setup_ext_logger
 
     cfg = tiny_cfg(tmp_path, "MODEL.HEADS.NUM_CLASSES", "400")
@@ -298,7 +298,7 @@ def _dist_cluster_worker(out_dir):
     from fastreid.modeling.meta_arch import build_model
     from fastreid.utils import comm
 
-    from fastreid_ext.engine.hooks_uda import UDAState
+    from fastreid_ext.mmt.hooks import UDAState
     from fastreid_ext.engine.trainer import prepare_cfg
 
     cfg = tiny_cfg(out_dir, "MODEL.HEADS.NUM_CLASSES", "400")
@@ -349,7 +349,7 @@ def test_tiny_mmt_trains_and_evaluates(datasets_root, tmp_path):
     from fastreid.modeling.meta_arch import build_model
 
     from fastreid_ext.engine import Trainer
-    from fastreid_ext.engine.hooks_uda import MMTTrainer
+    from fastreid_ext.mmt.hooks import MMTTrainer
 
     # stand-ins for the two source models: Baselines with two seeds (training them is bench/mmt_synthped.py's job)
     src = fastreid_ext.get_cfg()
@@ -385,7 +385,7 @@ def test_mmt_wraps_jointibn_with_masks_in_every_loader(datasets_root, tmp_path):
     from fastreid.modeling.meta_arch import build_model
 
     from fastreid_ext.engine import Trainer
-    from fastreid_ext.modeling.meta_arch.joint_ibn import JointIBN
+    from fastreid_ext.joint_ibn.meta_arch import JointIBN
 
     cfg_bg = os.path.join(ROOT, "projects/MMT/configs/SynthPedA-SynthPedB/mmt_R18-ibn_bg.yml")
     src = fastreid_ext.get_cfg()
@@ -416,7 +416,7 @@ def test_mmt_wraps_jointibn_with_masks_in_every_loader(datasets_root, tmp_path):
 def test_adapt_batchnorm_sets_running_stats_to_the_target_batches():
     from fastreid.modeling.meta_arch import build_model
 
-    from fastreid_ext.modeling.meta_arch.mmt import adapt_batchnorm, adapter_for
+    from fastreid_ext.mmt.meta_arch import adapt_batchnorm, adapter_for
 
     cfg = fastreid_ext.get_cfg()
     cfg.merge_from_file(os.path.join(ROOT, "configs/SynthPed/bagtricks_R18.yml"))

@@ -13,9 +13,9 @@ from fastreid_ext.data.transforms import hflip
 from fastreid_ext.engine import Trainer
 from fastreid_ext.functional.heatmaps import (decode_heatmaps, heatmap_mse_loss, mean_keypoint_error,
                                               render_heatmaps, render_heatmaps_np)
-from fastreid_ext.functional.masking import apply_mask
+from fastreid_ext.rbnet.masking import apply_mask
 from fastreid_ext.modeling.backbones.multiscale import MultiScaleResNet
-from fastreid_ext.modeling.rbnet.reverse_backbone import MASK_SOURCES, MaskGenerator, ReverseBackbone
+from fastreid_ext.rbnet.reverse_backbone import MASK_SOURCES, MaskGenerator, ReverseBackbone
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():

@@ -3,14 +3,14 @@
 Two networks ``net1``/``net2`` of ``MODEL.MMT.BASE_ARCH`` (Baseline, RBNet, HPLF, ...), initialised from two
 source-trained checkpoints (``MODEL.MMT.WEIGHTS_1/2``), and their temporal mean networks ``mean1``/``mean2``
 (RBNet Eqs. 5-6: ``E^T = a E^{T-1} + (1 - a) theta`` after every optimizer step, parameters only, buffers
-copied). Every batch brings two augmentations of each target image (:mod:`fastreid_ext.data.two_view`);
+copied). Every batch brings two augmentations of each target image (:mod:`fastreid_ext.mmt.two_view`);
 net k and mean net k see view k. Loss (MMT Sec. 3.3)::
 
     (1 - w_ce)  (CE_ls(net1) + CE_ls(net2))      + w_ce  (SoftCE(net1 | mean2) + SoftCE(net2 | mean1))
   + (1 - w_tri) (Tri(net1)   + Tri(net2))        + w_tri (SoftTri(net1 | mean2) + SoftTri(net2 | mean1))
 
-with the hard pseudo labels of the current clustering (:mod:`fastreid_ext.engine.hooks_uda`); losses in
-:mod:`fastreid_ext.functional.mmt_losses`. Classifiers hold ``MODEL.HEADS.NUM_CLASSES`` rows (a capacity;
+with the hard pseudo labels of the current clustering (:mod:`fastreid_ext.mmt.hooks`); losses in
+:mod:`fastreid_ext.mmt.losses`. Classifiers hold ``MODEL.HEADS.NUM_CLASSES`` rows (a capacity;
 the trainer sets it to the number of target images) of which the first ``num_classes`` (a buffer) are in
 use: they are re-initialised from the normalized cluster centres at every clustering, the rest are zero
 and ignored. Evaluation uses ``MODEL.MMT.EVAL_NET`` (a mean net by default).
@@ -32,12 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastreid.config import CfgNode as CN
 from fastreid.modeling.meta_arch.build import META_ARCH_REGISTRY
 
-from ...config import register_config
-from ...data.two_view import view
-from ...functional.mmt_losses import (cross_entropy_ls, ema_alpha, ema_update_, soft_cross_entropy, soft_triplet,
+from .two_view import view
+from .losses import (cross_entropy_ls, ema_alpha, ema_update_, soft_cross_entropy, soft_triplet,
                                       softmax_triplet)
 
 logger = logging.getLogger(__name__)
@@ -45,34 +43,6 @@ logger = logging.getLogger(__name__)
 EVAL_NETS = ("mean1", "mean2", "mean_avg", "net1", "net2")
 
 
-@register_config
-def add_mmt_config(cfg):
-    """``MODEL.MMT`` (the networks and losses) and ``UDA`` (pseudo labels) keys."""
-    _C = cfg
-    _C.MODEL.MMT = CN()
-    _C.MODEL.MMT.BASE_ARCH = "Baseline"  # any registered meta-architecture: Baseline, RBNet, HPLF, ...
-    _C.MODEL.MMT.WEIGHTS_1 = ""  # source-trained checkpoints of BASE_ARCH for net 1 / net 2 (and their mean nets)
-    _C.MODEL.MMT.WEIGHTS_2 = ""
-    _C.MODEL.MMT.ALPHA = 0.999  # temporal-mean momentum a
-    _C.MODEL.MMT.EMA_WARMUP = True  # MMT's code: a_t = min(1 - 1/(t+1), a)
-    _C.MODEL.MMT.SOFT_CE_WEIGHT = 0.5  # w_ce
-    _C.MODEL.MMT.SOFT_TRI_WEIGHT = 0.8  # w_tri
-    _C.MODEL.MMT.CE_EPSILON = 0.1  # label smoothing of the hard CE
-    _C.MODEL.MMT.HARD_TRIPLET = "softmax"  # "softmax" (MMT's code, margin 0) | "hinge" (MODEL.LOSSES.TRI)
-    _C.MODEL.MMT.EVAL_NET = "mean1"  # mean1 | mean2 | mean_avg (both, L2-normalized, averaged) | net1 | net2
-
-    _C.UDA = CN()
-    _C.UDA.EPS = 0.0  # DBSCAN radius on the Jaccard distance; <= 0: MMT's rule at the first clustering, then kept
-    _C.UDA.EPS_RHO = 1.6e-3  # MMT's rule: mean of the smallest rho fraction of the pairwise distances
-    _C.UDA.MIN_SAMPLES = 4
-    _C.UDA.K1 = 30  # k-reciprocal Jaccard distance
-    _C.UDA.K2 = 6
-    _C.UDA.KNN_INDEX = "auto"  # faiss: auto (exact flat_l2 up to 50k samples, IVF above) | flat_l2 | flat_ip | ivf
-    _C.UDA.OUTLIERS = "drop"  # drop (MMT) | keep (each outlier its own class)
-    _C.UDA.CLUSTER_EVERY = 1  # re-cluster every N epochs
-    _C.UDA.ITERS_PER_EPOCH = 0  # 0: images // batch (FastReID); MMT: 400
-    _C.UDA.RESET_OPTIMIZER = True  # clear the optimizer state at every re-clustering (MMT builds a new Adam)
-    _C.UDA.ADABN = False  # before the first clustering, re-estimate BN statistics on the target (AdaBN; not MMT's)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -104,7 +74,7 @@ class BaselineAdapter:
 
 
 class RBNetAdapter(BaselineAdapter):
-    """RBNet (``fastreid_ext.modeling.meta_arch.rbnet``): ``plain`` (backbone 1 + head 1 on the image) and
+    """RBNet (``fastreid_ext.rbnet.meta_arch``): ``plain`` (backbone 1 + head 1 on the image) and
     ``masked`` (backbone 2 + head 2 on ``x * M(x)``) branches; the mean net runs on its network's masked
     input. Uses RBNet's ``masked_forward``, ``heatmap_targets``, ``mse_weight`` and its (private)
     ``_raw_images``, ``_normalize``, ``_backbone2_features``."""
@@ -117,7 +87,7 @@ class RBNetAdapter(BaselineAdapter):
         return {"plain": model.heads, "masked": model.heads2}
 
     def student(self, model, batch, targets):
-        from ...functional.heatmaps import heatmap_mse_loss
+        from ..functional.heatmaps import heatmap_mse_loss
 
         raw = model._raw_images(batch)
         feats = model.backbone.forward_features(model._normalize(raw))
@@ -150,7 +120,7 @@ class RBNetAdapter(BaselineAdapter):
 
 def adapter_for(model) -> BaselineAdapter:
     try:
-        from .rbnet import RBNet
+        from ..rbnet.meta_arch import RBNet
     except ImportError:  # pragma: no cover
         RBNet = ()
     if RBNet and isinstance(model, RBNet):
@@ -199,7 +169,7 @@ def _head_weight(head: nn.Module) -> nn.Parameter:
 
 def load_source_weights(net: nn.Module, path: str) -> None:
     """Load a FastReID checkpoint of the base architecture, skipping the source classifier (other classes)."""
-    from ...compat import trusted_torch_load
+    from ..compat import trusted_torch_load
 
     if not path:
         logger.warning("MMT: no source checkpoint given (MODEL.MMT.WEIGHTS_1/2): a network starts from its "
@@ -403,6 +373,3 @@ class MMT(nn.Module):
             res["cluster"] = res[cb]
         return res
 
-
-# The MMT trainer (first clustering before FastReID builds the loader) and the pseudo-label / mean-net hook.
-from ...engine import hooks_uda  # noqa: E402,F401

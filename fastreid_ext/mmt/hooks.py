@@ -32,9 +32,9 @@ from torch.nn.parallel import DistributedDataParallel
 from ..data import build as data_build
 from ..data.common import AnnotatedDataset
 from ..data.transforms import build_joint_transforms
-from ..data.two_view import TwoViewDataset
+from .two_view import TwoViewDataset
 from ..functional.clustering import apply_outlier_policy, cluster_centers, jaccard_dbscan
-from .trainer import Trainer, prepare_cfg, register_trainer, register_trainer_hooks, setup_ext_logger
+from ..engine.trainer import Trainer, prepare_cfg, register_trainer, register_trainer_hooks, setup_ext_logger
 
 logger = logging.getLogger(__name__)
 

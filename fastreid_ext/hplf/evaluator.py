@@ -26,6 +26,7 @@ from fastreid.evaluation.reid_evaluation import ReidEvaluator
 from fastreid.utils import comm
 from fastreid.utils.compute_dist import build_dist
 
+from ..engine.trainer import register_evaluator
 from ..functional.local_distance import local_distance_matrix
 
 logger = logging.getLogger(__name__)
@@ -111,3 +112,12 @@ class HPLFEvaluator(ReidEvaluator):
         out[f"{prefix}mAP"] = float(np.mean(all_ap) * 100)
         out[f"{prefix}mINP"] = float(np.mean(all_inp) * 100)
         return out
+
+
+@register_evaluator("HPLF")
+def build_hplf_evaluator(trainer_cls, cfg, dataset_name, output_dir=None):
+    """Global + local evaluation when ``MODEL.HPLF.TEST_LOCAL``; ``None`` keeps FastReID's evaluator."""
+    if not cfg.MODEL.HPLF.TEST_LOCAL:
+        return None
+    data_loader, num_query = trainer_cls.build_test_loader(cfg, dataset_name)
+    return data_loader, HPLFEvaluator(cfg, num_query, output_dir)

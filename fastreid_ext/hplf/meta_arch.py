@@ -7,7 +7,7 @@ distance (shortest path through the K x K stripe distance matrix), the hardest p
 global distance. Total loss (HPLF Sec. 1/2.3): ``L = L_CE + L_TriHard(global) + w * L_TriHard(local)``.
 
 Test: the global (BN-neck) feature is the re-id feature. With ``MODEL.HPLF.TEST_LOCAL`` the model returns
-``[global | flattened local stripes]`` and :class:`fastreid_ext.evaluation.hplf_evaluator.HPLFEvaluator`
+``[global | flattened local stripes]`` and :class:`fastreid_ext.hplf.evaluator.HPLFEvaluator`
 (wired through the trainer's evaluator registry) reports global-only and global + w * local numbers.
 """
 from __future__ import annotations
@@ -15,40 +15,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fastreid.config import CfgNode as CN
 from fastreid.config import configurable
 from fastreid.layers.weight_init import weights_init_kaiming
 from fastreid.modeling.losses.utils import cosine_dist, euclidean_dist
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY, Baseline
 
-from ...config import register_config
-from ...engine.trainer import register_evaluator
-from ...functional.local_distance import METHODS, horizontal_pool, local_triplet_loss
+from ..functional.local_distance import METHODS, horizontal_pool, local_triplet_loss
 
 __all__ = ["HPLF", "add_hplf_config", "local_feature_dim"]
 
 
-@register_config
-def add_hplf_config(cfg):
-    """``MODEL.HPLF`` keys (defaults follow AlignedReID / the HPLF paper)."""
-    _C = cfg
-    _C.MODEL.HPLF = CN()
-    # Stripes: 0 = one per row of the backbone map (the paper's 1 x W window), else K (H must divide by K).
-    _C.MODEL.HPLF.NUM_STRIPES = 0
-    _C.MODEL.HPLF.POOL = "avg"  # stripe pooling over its rows x W: "avg" | "max"
-    # 1x1 conv + BN + ReLU reduction of each stripe to LOCAL_DIM channels; 0 keeps the backbone's channels.
-    _C.MODEL.HPLF.LOCAL_DIM = 128
-    _C.MODEL.HPLF.NORM_FEAT = False  # L2-normalise every stripe feature before the distances
-    _C.MODEL.HPLF.DISTANCE = "shortest_path"  # "shortest_path" (AlignedReID DP) | "aligned" (same-index mean)
-    _C.MODEL.HPLF.NORMALIZE_DIST = True  # element-wise (e^d - 1) / (e^d + 1) on the stripe distances
-    _C.MODEL.HPLF.MINING = "global"  # hardest pairs picked with the "global" distance (AlignedReID) | "local"
-    _C.MODEL.HPLF.MARGIN = 0.3  # local TriHard margin (<= 0: soft margin)
-    _C.MODEL.HPLF.SCALE = 1.0  # weight of the local TriHard loss
-    _C.MODEL.HPLF.ON_EMPTY = "warn"  # batch without positive/negative pairs: "warn" (zero loss) | "raise"
-    # Test: also rank with global + TEST_LOCAL_WEIGHT * local distance (global-only numbers stay reported).
-    _C.MODEL.HPLF.TEST_LOCAL = False
-    _C.MODEL.HPLF.TEST_LOCAL_WEIGHT = 1.0
-    _C.MODEL.HPLF.TEST_BLOCK_ELEMS = 1 << 23  # stripe distances held at once by the blocked test distance
 
 
 def local_feature_dim(cfg) -> int:
@@ -143,14 +119,3 @@ class HPLF(Baseline):
         loss, _ = local_triplet_loss(local, targets, self.local_margin, mining_dist, self.distance,
                                      self.normalize_dist, self.on_empty)
         return loss * self.local_scale
-
-
-@register_evaluator("HPLF")
-def build_hplf_evaluator(trainer_cls, cfg, dataset_name, output_dir=None):
-    """Global + local evaluation when ``MODEL.HPLF.TEST_LOCAL``; ``None`` keeps FastReID's evaluator."""
-    if not cfg.MODEL.HPLF.TEST_LOCAL:
-        return None
-    from ...evaluation.hplf_evaluator import HPLFEvaluator
-
-    data_loader, num_query = trainer_cls.build_test_loader(cfg, dataset_name)
-    return data_loader, HPLFEvaluator(cfg, num_query, output_dir)

@@ -7,7 +7,7 @@ random joint transforms (:mod:`fastreid_ext.data.transforms`) drawn twice.
 """
 from __future__ import annotations
 
-from .common import AnnotatedDataset
+from ..data.common import AnnotatedDataset
 
 __all__ = ["TwoViewDataset", "SECOND_VIEW_KEYS", "view"]
 

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...functional.masking import combine_part_masks, upsample_mask
+from .masking import combine_part_masks, upsample_mask
 
 __all__ = ["NUM_KEYPOINTS", "LEVELS", "MASK_SOURCES", "group_width", "ChangeChannel", "ReverseBlock", "ReLayer",
            "ReConv1", "ReverseBackbone", "MaskGenerator"]

@@ -23,29 +23,16 @@ masks too, so flip test works with background removal.
 from __future__ import annotations
 
 import torch
-from fastreid.config import CfgNode as CN
 from fastreid.config import configurable
 from fastreid.modeling.meta_arch.baseline import Baseline
 from fastreid.modeling.meta_arch.build import META_ARCH_REGISTRY
 
-from ...config import register_config
-from ...functional.background import FILL_MODES, remove_background
-from ..backbones import torchreid_bridge  # noqa: F401  (registers build_osnet_torchreid_backbone)
+from ..functional.background import FILL_MODES, remove_background
+from ..modeling.backbones import torchreid_bridge  # noqa: F401  (registers build_osnet_torchreid_backbone)
 
 _SEEN_KEY = "_joint_ibn_last_images"
 
 
-@register_config
-def add_joint_ibn_config(cfg):
-    """``MODEL.JOINT_IBN``: the background-removal input stage of :class:`JointIBN`."""
-    cfg.MODEL.JOINT_IBN = CN()
-    # multiply each image by its person mask before normalization (needs DATASETS.ANNOTATIONS.LOAD_MASKS)
-    cfg.MODEL.JOINT_IBN.ENABLED = True
-    # background fill: "zero" (the paper's black background), "mean" (MODEL.PIXEL_MEAN: 0 after
-    # normalization) or "blur" (Gaussian-blurred image)
-    cfg.MODEL.JOINT_IBN.FILL = "zero"
-    # odd Gaussian kernel size (pixels of the input) for FILL "blur"; sigma follows OpenCV's default
-    cfg.MODEL.JOINT_IBN.BLUR_KERNEL = 21
 
 
 @META_ARCH_REGISTRY.register()
