@@ -94,7 +94,7 @@ def main():
         if arch == "MMT":
             c = int(targets.max()) + 1
             model.reset_classifiers({bname: torch.randn(c, cfg.MODEL.BACKBONE.FEAT_DIM)
-                                     for bname in model.adapter.branches})
+                                     for bname in model.net1.branch_names})
             b_in = batch
         else:
             b_in = {k: v for k, v in batch.items() if not k.endswith("_2")}

@@ -235,10 +235,9 @@ def test_hook_assigns_labels_drops_outliers_and_skips_when_no_cluster(datasets_r
 
     from fastreid_ext.mmt import hooks as hooks_uda
     from fastreid_ext.mmt.hooks import MMTHook, UDAState
-    from fastreid_ext.engine.trainer import prepare_cfg, setup_ext_logger
+    from fastreid_ext.engine.trainer import setup_ext_logger
 
     cfg = tiny_cfg(tmp_path, "MODEL.HEADS.NUM_CLASSES", "400")
-    prepare_cfg(cfg)
     setup_ext_logger(cfg)
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -299,10 +298,8 @@ def _dist_cluster_worker(out_dir):
     from fastreid.utils import comm
 
     from fastreid_ext.mmt.hooks import UDAState
-    from fastreid_ext.engine.trainer import prepare_cfg
 
     cfg = tiny_cfg(out_dir, "MODEL.HEADS.NUM_CLASSES", "400")
-    prepare_cfg(cfg)
     torch.manual_seed(0)
     model = build_model(cfg)
     state = UDAState(cfg)
@@ -322,8 +319,6 @@ def test_two_gloo_processes_give_the_same_labels_as_one(datasets_root, tmp_path)
         sys.path.insert(0, {ROOT!r})
         os.environ["FASTREID_DATASETS"] = {str(datasets_root)!r}
         import fastreid_ext
-        from fastreid_ext import compat
-        compat.set_device("cpu")
         from fastreid.engine import launch
         from tests.test_mmt import _dist_cluster_worker
         _dist_cluster_worker({str(tmp_path)!r})
@@ -348,7 +343,7 @@ def test_two_gloo_processes_give_the_same_labels_as_one(datasets_root, tmp_path)
 def test_tiny_mmt_trains_and_evaluates(datasets_root, tmp_path):
     from fastreid.modeling.meta_arch import build_model
 
-    from fastreid_ext.engine import Trainer
+    from fastreid_ext.engine import build_trainer
     from fastreid_ext.mmt.hooks import MMTTrainer
 
     # stand-ins for the two source models: Baselines with two seeds (training them is bench/mmt_synthped.py's job)
@@ -363,10 +358,10 @@ def test_tiny_mmt_trains_and_evaluates(datasets_root, tmp_path):
     out = tmp_path / "mmt"
     os.makedirs(out)
     cfg = tiny_cfg(out, "MODEL.MMT.WEIGHTS_1", ck[0], "MODEL.MMT.WEIGHTS_2", ck[1], "SOLVER.MAX_EPOCH", "2",
-                   "UDA.ITERS_PER_EPOCH", "2", "TEST.EVAL_PERIOD", "2", "SOLVER.CHECKPOINT_PERIOD", "2",
+                   "SOLVER.ITERS_PER_EPOCH", "2", "TEST.EVAL_PERIOD", "2", "SOLVER.CHECKPOINT_PERIOD", "2",
                    "UDA.OUTLIERS", "keep")  # untrained stand-ins cluster poorly: outliers become classes
-    trainer = Trainer(cfg)
-    assert isinstance(trainer, MMTTrainer) and trainer.iters_per_epoch == 2
+    trainer = build_trainer(cfg)
+    assert isinstance(trainer, MMTTrainer) and trainer.iters_per_epoch == 2 and trainer.max_iter == 4
     trainer.resume_or_load(resume=False)
     n0 = int(trainer.model.num_classes)
     results = trainer.train()
@@ -384,7 +379,7 @@ def test_mmt_wraps_jointibn_with_masks_in_every_loader(datasets_root, tmp_path):
     get the per-image person masks (JointIBN refuses a batch without them)."""
     from fastreid.modeling.meta_arch import build_model
 
-    from fastreid_ext.engine import Trainer
+    from fastreid_ext.engine import build_trainer
     from fastreid_ext.joint_ibn.meta_arch import JointIBN
 
     cfg_bg = os.path.join(ROOT, "projects/MMT/configs/SynthPedA-SynthPedB/mmt_R18-ibn_bg.yml")
@@ -397,12 +392,12 @@ def test_mmt_wraps_jointibn_with_masks_in_every_loader(datasets_root, tmp_path):
         ck.append(str(tmp_path / f"src{seed}.pth"))
         torch.save({"model": build_model(src).state_dict()}, ck[-1])
     cfg = tiny_cfg(tmp_path / "mmt", "MODEL.MMT.WEIGHTS_1", ck[0], "MODEL.MMT.WEIGHTS_2", ck[1],
-                   "SOLVER.MAX_EPOCH", "1", "UDA.ITERS_PER_EPOCH", "4", "TEST.EVAL_PERIOD", "1",
+                   "SOLVER.MAX_EPOCH", "1", "SOLVER.ITERS_PER_EPOCH", "4", "TEST.EVAL_PERIOD", "1",
                    "SOLVER.CHECKPOINT_PERIOD", "1", "UDA.OUTLIERS", "keep", config=cfg_bg)
     # (4 iterations: FastReID's IterationTimer logs no "time" before its 3 warm-up iterations, and its metric
     # printer then divides by zero at the end of the epoch)
     os.makedirs(cfg.OUTPUT_DIR)
-    trainer = Trainer(cfg)
+    trainer = build_trainer(cfg)
     assert isinstance(trainer.model.net1, JointIBN) and trainer.model.net1.requires_masks
     batch = next(iter(trainer.uda.cluster_loader()))
     assert batch["masks"].shape == (batch["images"].shape[0], 1, 64, 32)
@@ -414,17 +409,16 @@ def test_mmt_wraps_jointibn_with_masks_in_every_loader(datasets_root, tmp_path):
 
 
 def test_adapt_batchnorm_sets_running_stats_to_the_target_batches():
-    from fastreid.modeling.meta_arch import build_model
-
-    from fastreid_ext.mmt.meta_arch import adapt_batchnorm, adapter_for
+    from fastreid_ext.mmt.meta_arch import adapt_batchnorm
+    from fastreid_ext.modeling.multi_branch import build_multi_branch_model
 
     cfg = fastreid_ext.get_cfg()
     cfg.merge_from_file(os.path.join(ROOT, "configs/SynthPed/bagtricks_R18.yml"))
     cfg.merge_from_list(TINY[:8] + ["MODEL.HEADS.NUM_CLASSES", "4"])
     torch.manual_seed(0)
-    model = build_model(cfg).eval()
+    model = build_multi_branch_model(cfg).eval()
     batches = [{"images": torch.rand(6, 3, 64, 32) * 255 + 40 * i} for i in range(2)]
-    assert adapt_batchnorm([model], adapter_for(model), batches, model.device) == 2
+    assert adapt_batchnorm([model], batches, model.device) == 2
     bn = model.backbone.bn1
     assert not model.training and bn.momentum == 0.1  # mode and momentum restored
     with torch.no_grad():  # cumulative average over the two batches of conv1's per-channel batch means

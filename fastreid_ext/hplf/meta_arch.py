@@ -12,6 +12,8 @@ Test: the global (BN-neck) feature is the re-id feature. With ``MODEL.HPLF.TEST_
 """
 from __future__ import annotations
 
+from typing import Dict
+
 import torch
 from torch import nn
 
@@ -21,6 +23,7 @@ from fastreid.modeling.losses.utils import cosine_dist, euclidean_dist
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY, Baseline
 
 from ..functional.local_distance import METHODS, horizontal_pool, local_triplet_loss
+from ..modeling.multi_branch import BranchOutputs, MultiBranchModel
 
 __all__ = ["HPLF", "add_hplf_config", "local_feature_dim"]
 
@@ -33,7 +36,7 @@ def local_feature_dim(cfg) -> int:
 
 
 @META_ARCH_REGISTRY.register()
-class HPLF(Baseline):
+class HPLF(MultiBranchModel, Baseline):
     """FastReID ``Baseline`` + horizontal-pooling local branch with local TriHard loss."""
 
     @configurable
@@ -85,29 +88,30 @@ class HPLF(Baseline):
             local = nn.functional.normalize(local, dim=-1)
         return local
 
-    def forward(self, batched_inputs):
-        images = self.preprocess_image(batched_inputs)
-        features = self.backbone(images)
+    # multi-branch interface (fastreid_ext.modeling.multi_branch): one "plain" branch + the local stripes
+    def branch_outputs(self, batched_inputs, targets=None) -> BranchOutputs:
+        features = self.backbone(self.preprocess_image(batched_inputs))
+        return BranchOutputs({"plain": self.heads(features, targets)}, {"local": self.local_features(features)})
 
-        if self.training:
-            assert "targets" in batched_inputs, "Person ID annotation are missing in training!"
-            targets = batched_inputs["targets"]
-            precise_bn = bool(targets.sum() < 0)  # FastReID's PreciseBN pass: labels are all -1
-            if precise_bn:
-                targets.zero_()
-            outputs = self.heads(features, targets)
-            losses = self.losses(outputs, targets)
-            local = self.local_features(features)
-            if precise_bn:  # run the branch (its BN statistics) but no mining on fake labels
-                losses["loss_local_triplet"] = local.sum() * 0.0
-            else:
-                losses["loss_local_triplet"] = self.local_loss(local, outputs["features"], targets)
-            return losses
+    def aux_losses(self, outputs: BranchOutputs, batched_inputs, targets) -> Dict[str, torch.Tensor]:
+        """The local TriHard loss (weight ``MODEL.HPLF.SCALE``). On FastReID's PreciseBN pass (fake labels) the
+        branch runs for its BN statistics, without mining."""
+        local = outputs.context["local"]
+        if outputs.context.get("precise_bn"):
+            return {"loss_local_triplet": local.sum() * 0.0}
+        return {"loss_local_triplet": self.local_loss(local, outputs.heads["plain"]["features"], targets)}
 
+    def inference(self, batched_inputs) -> torch.Tensor:
+        """Global BN-neck feature, or ``[global | flattened local stripes]`` with ``MODEL.HPLF.TEST_LOCAL``."""
+        features = self.backbone(self.preprocess_image(batched_inputs))
         outputs = self.heads(features)
         if not self.test_local:
             return outputs
         return torch.cat([outputs, self.local_features(features).flatten(1)], 1)
+
+    def feature_maps(self, batched_inputs) -> Dict[str, torch.Tensor]:
+        features = self.backbone(self.preprocess_image(batched_inputs))
+        return {"backbone": features, "local_stripes": horizontal_pool(features, self.num_stripes, self.pool)}
 
     def local_loss(self, local: torch.Tensor, global_feat: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Local TriHard (HPLF Eq. 3), mined on the global triplet distance (AlignedReID) or the local one."""

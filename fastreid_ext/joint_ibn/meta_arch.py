@@ -29,6 +29,7 @@ from fastreid.modeling.meta_arch.build import META_ARCH_REGISTRY
 
 from ..functional.background import FILL_MODES, remove_background
 from ..modeling.backbones import torchreid_bridge  # noqa: F401  (registers build_osnet_torchreid_backbone)
+from ..modeling.multi_branch import MultiBranchModel
 
 _SEEN_KEY = "_joint_ibn_last_images"
 
@@ -36,8 +37,10 @@ _SEEN_KEY = "_joint_ibn_last_images"
 
 
 @META_ARCH_REGISTRY.register()
-class JointIBN(Baseline):
-    """FastReID ``Baseline`` with a background-removal input stage (see the module docstring).
+class JointIBN(MultiBranchModel, Baseline):
+    """FastReID ``Baseline`` with a background-removal input stage (see the module docstring); one ``plain``
+    branch of the multi-branch interface (:mod:`fastreid_ext.modeling.multi_branch`), whose defaults all go
+    through :meth:`preprocess_image` and so see the masked image.
 
     Args (besides ``Baseline``'s):
         remove_bg: apply the mask stage (``MODEL.JOINT_IBN.ENABLED``); off: exactly ``Baseline``.

@@ -1,6 +1,9 @@
-"""MMT: Mutual Mean-Teaching (Ge et al., ICLR 2020) around any registered re-id model, plain or with RBNet.
+"""MMT: Mutual Mean-Teaching (Ge, Chen & Li, "Mutual Mean-Teaching: Pseudo Label Refinery for Unsupervised
+Domain Adaptation on Person Re-identification", ICLR 2020) around any registered re-id model.
 
-Two networks ``net1``/``net2`` of ``MODEL.MMT.BASE_ARCH`` (Baseline, RBNet, HPLF, ...), initialised from two
+The base model is used only through the multi-branch interface (:mod:`fastreid_ext.modeling.multi_branch`;
+Baseline, HPLF, JointIBN, RBNet implement it, any FastReID Baseline-like model gets its defaults).
+Two networks ``net1``/``net2`` of ``MODEL.MMT.BASE_ARCH``, initialised from two
 source-trained checkpoints (``MODEL.MMT.WEIGHTS_1/2``), and their temporal mean networks ``mean1``/``mean2``
 (RBNet Eqs. 5-6: ``E^T = a E^{T-1} + (1 - a) theta`` after every optimizer step, parameters only, buffers
 copied). Every batch brings two augmentations of each target image (:mod:`fastreid_ext.mmt.two_view`);
@@ -8,8 +11,10 @@ net k and mean net k see view k. Loss (MMT Sec. 3.3)::
 
     (1 - w_ce)  (CE_ls(net1) + CE_ls(net2))      + w_ce  (SoftCE(net1 | mean2) + SoftCE(net2 | mean1))
   + (1 - w_tri) (Tri(net1)   + Tri(net2))        + w_tri (SoftTri(net1 | mean2) + SoftTri(net2 | mean1))
+  + the base model's auxiliary losses of both networks (``aux_losses``: RBNet's heatmap MSE, HPLF's local triplet)
 
-with the hard pseudo labels of the current clustering (:mod:`fastreid_ext.mmt.hooks`); losses in
+where CE and Tri sum over the base model's ID / metric loss terms (``loss_terms``), each with its configured
+weight (FastReID's ``MODEL.LOSSES.CE.SCALE`` / ``TRI.SCALE``, RBNet's ``MODEL.RBNET.LOSS.*``), with the hard pseudo labels of the current clustering (:mod:`fastreid_ext.mmt.hooks`); losses in
 :mod:`fastreid_ext.mmt.losses`. Classifiers hold ``MODEL.HEADS.NUM_CLASSES`` rows (a capacity;
 the trainer sets it to the number of target images) of which the first ``num_classes`` (a buffer) are in
 use: they are re-initialised from the normalized cluster centres at every clustering, the rest are zero
@@ -19,7 +24,7 @@ MMT + RBNet (Yu & Piao 2024, Sec. 1.2, Fig. 2): each network is an RBNet; the me
 masked by their network's mask, ``f_2 = F(M(x'|theta_2) x' | E[theta_2])`` (Eq. 7): soft ID between net k's
 plain-image classifier and mean net j's classifier on the masked image (Eqs. 7-8), soft triplet between
 the masked-image features of net k and of mean net j (Eqs. 9-11). Hard losses are applied to both RBNet
-branches (plain and masked image), plus RBNet's keypoint-heatmap MSE when the batch has keypoints.
+branches (plain and masked image) with RBNet's l1, l2, l4, l5, plus its keypoint-heatmap MSE (l3).
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ from torch import nn
 
 from fastreid.modeling.meta_arch.build import META_ARCH_REGISTRY
 
+from ..modeling.multi_branch import LossTerm, with_multi_branch
 from .two_view import view
 from .losses import (cross_entropy_ls, ema_alpha, ema_update_, soft_cross_entropy, soft_triplet,
                                       softmax_triplet)
@@ -45,97 +51,12 @@ EVAL_NETS = ("mean1", "mean2", "mean_avg", "net1", "net2")
 
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Adapters: what MMT needs from a base model (one for Baseline-like models, one for RBNet)
-# ----------------------------------------------------------------------------------------------------------
-class BaselineAdapter:
-    """Any ``Baseline`` subclass: ``backbone`` + ``heads`` (FastReID's EmbeddingHead); one ``plain`` branch."""
-
-    branches = ("plain",)
-    soft_ce_pair = ("plain", "plain")  # (student branch, mean-net branch)
-    soft_tri_pair = ("plain", "plain")
-
-    def classifiers(self, model) -> Dict[str, nn.Module]:
-        return {"plain": model.heads}
-
-    def student(self, model, batch, targets):
-        x = model.preprocess_image(batch)
-        out = model.heads(model.backbone(x), targets)
-        return {"plain": out}, {}, None
-
-    def teacher(self, model, batch, targets, student_extra):
-        return self.student(model, batch, targets)[0]
-
-    def extract(self, model, batch) -> Dict[str, torch.Tensor]:
-        return {"plain": model(batch)}
-
-    def cluster_branch(self, model) -> str:
-        return "plain"
-
-
-class RBNetAdapter(BaselineAdapter):
-    """RBNet (``fastreid_ext.rbnet.meta_arch``): ``plain`` (backbone 1 + head 1 on the image) and
-    ``masked`` (backbone 2 + head 2 on ``x * M(x)``) branches; the mean net runs on its network's masked
-    input. Uses RBNet's ``masked_forward``, ``heatmap_targets``, ``mse_weight`` and its (private)
-    ``_raw_images``, ``_normalize``, ``_backbone2_features``."""
-
-    branches = ("plain", "masked")
-    soft_ce_pair = ("plain", "masked")  # RBNet Eqs. 7-8: C_1(F(x|theta_1)) vs C_2'(F(M(x) x | E[theta_2]))
-    soft_tri_pair = ("masked", "masked")  # RBNet Eqs. 9-11: triplet on masked features
-
-    def classifiers(self, model):
-        return {"plain": model.heads, "masked": model.heads2}
-
-    def student(self, model, batch, targets):
-        from ..functional.heatmaps import heatmap_mse_loss
-
-        raw = model._raw_images(batch)
-        feats = model.backbone.forward_features(model._normalize(raw))
-        out1 = model.heads(feats["layer4"], targets)
-        need_heat = model.loss_weights["MSE"] != 0 and ("keypoints" in batch or "heatmaps" in batch)
-        rev, _mask, _, masked = model.masked_forward(raw, feats, need_heat)
-        f2 = model._backbone2_features(model._normalize(masked), upto="layer4")["layer4"]
-        out2 = model.heads2(f2, targets)
-        aux = {}
-        if need_heat:
-            pred = rev["heatmaps"]
-            tgt, w = model.heatmap_targets(batch, raw.shape[-2:], pred.shape[-2:])
-            aux["loss_heatmap"] = heatmap_mse_loss(pred, tgt, w) * model.mse_weight(pred.shape[-2:])
-        return {"plain": out1, "masked": out2}, aux, masked.detach()
-
-    def teacher(self, model, batch, targets, student_masked):
-        f2 = model._backbone2_features(model._normalize(student_masked), upto="layer4")["layer4"]
-        return {"masked": model.heads2(f2, targets)}
-
-    def extract(self, model, batch):
-        raw = model._raw_images(batch)
-        feats = model.backbone.forward_features(model._normalize(raw))
-        _, _, _, masked = model.masked_forward(raw, feats, need_heatmaps=False)
-        f2 = model.heads2(model._backbone2_features(model._normalize(masked))["layer4"])
-        return {"plain": model.heads(feats["layer4"]), "masked": f2}
-
-    def cluster_branch(self, model):
-        return {"backbone1": "plain", "backbone2": "masked", "concat": "concat"}[model.test_feature]
-
-
-def adapter_for(model) -> BaselineAdapter:
-    try:
-        from ..rbnet.meta_arch import RBNet
-    except ImportError:  # pragma: no cover
-        RBNet = ()
-    if RBNet and isinstance(model, RBNet):
-        return RBNetAdapter()
-    if hasattr(model, "backbone") and hasattr(model, "heads") and hasattr(model, "preprocess_image"):
-        return BaselineAdapter()
-    raise TypeError(f"MMT cannot wrap {type(model).__name__}: it needs a FastReID Baseline-like model "
-                    f"(backbone, heads, preprocess_image) or RBNet")
-
-
 @torch.no_grad()
-def adapt_batchnorm(nets, adapter: BaselineAdapter, batches, device) -> int:
-    """AdaBN (Li et al., 2016; not part of MMT): replace every BatchNorm's running statistics of ``nets`` by the
-    average over ``batches`` (target images, train-mode forward of every branch, no gradient). Returns the
-    number of batches seen."""
+def adapt_batchnorm(nets, batches, device) -> int:
+    """AdaBN (Li et al., "Revisiting batch normalization for practical domain adaptation", 2016; not part of MMT):
+    replace every BatchNorm's running statistics of ``nets`` (models of the multi-branch interface) by the
+    average over ``batches`` (target images, train-mode pass of every branch, no gradient). Returns the number of
+    batches seen."""
     bns = [m for net in nets for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in bns]
     was = [net.training for net in nets]
@@ -149,7 +70,7 @@ def adapt_batchnorm(nets, adapter: BaselineAdapter, batches, device) -> int:
         for batch in batches:
             dummy = torch.zeros(batch["images"].shape[0], dtype=torch.long, device=device)
             for net in nets:
-                adapter.student(net, batch, dummy)
+                net.branch_outputs(batch, dummy)
             n += 1
     finally:
         for m, mom in zip(bns, saved):
@@ -207,14 +128,14 @@ class MMT(nn.Module):
         base_cfg = cfg.clone()
         base_cfg.defrost()
         base_cfg.MODEL.META_ARCHITECTURE = base
-        cls = META_ARCH_REGISTRY.get(base)
+        cls = with_multi_branch(META_ARCH_REGISTRY.get(base))
         self.net1 = cls(base_cfg)
         self.net2 = cls(base_cfg)
         self.mean1 = copy.deepcopy(self.net1)
         self.mean2 = copy.deepcopy(self.net2)
         for m in (self.mean1, self.mean2):
             m.requires_grad_(False)
-        self.adapter = adapter_for(self.net1)
+        self.terms = self._mmt_terms(self.net1)
         m = cfg.MODEL.MMT
         self.alpha = float(m.ALPHA)
         self.ema_warmup = bool(m.EMA_WARMUP)
@@ -240,7 +161,7 @@ class MMT(nn.Module):
 
     @property
     def capacity(self) -> int:
-        return int(_head_weight(self.adapter.classifiers(self.net1)["plain"]).shape[0])
+        return int(_head_weight(next(iter(self.net1.classifiers().values()))).shape[0])
 
     def students(self):
         return (self.net1, self.net2)
@@ -261,7 +182,7 @@ class MMT(nn.Module):
     def adapt_bn(self, batches) -> int:
         """AdaBN of both networks (:func:`adapt_batchnorm`), then their statistics copied to the mean nets.
         Returns the number of batches seen."""
-        n = adapt_batchnorm((self.net1, self.net2), self.adapter, batches, self.device)
+        n = adapt_batchnorm((self.net1, self.net2), batches, self.device)
         for net, mean in ((self.net1, self.mean1), (self.net2, self.mean2)):
             for bm, bn in zip(mean.buffers(), net.buffers()):
                 bm.copy_(bn)
@@ -288,7 +209,7 @@ class MMT(nn.Module):
                              f"MODEL.HEADS.NUM_CLASSES (the MMT trainer sets it to the number of target images)")
         params = []
         for net in (self.net1, self.net2, self.mean1, self.mean2):
-            for branch, head in self.adapter.classifiers(net).items():
+            for branch, head in net.classifiers().items():
                 w = _head_weight(head)
                 w.zero_()
                 w[:c].copy_(F.normalize(centers[branch].to(w), dim=1))
@@ -298,40 +219,63 @@ class MMT(nn.Module):
         return params
 
     # ------------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _mmt_terms(net) -> List[LossTerm]:
+        """The base model's ID / metric terms (MMT replaces their losses by its pseudo-label versions and keeps
+        their weights); FastReID's pairwise circle / cosface terms have no MMT version and are left out."""
+        terms = [t for t in net.loss_terms() if t.kind in ("id", "metric")]
+        dropped = [t.name for t in net.loss_terms() if t.kind not in ("id", "metric") and t.weight]
+        if dropped:
+            logger.warning("MMT: the base model's %s have no pseudo-label version in MMT and are not used", dropped)
+        if not any(t.kind == "id" and t.weight for t in terms):
+            logger.warning("MMT: the base model has no weighted identity loss: MMT's hard CE is off")
+        return terms
+
     def forward(self, batched_inputs):
         if not self.training:
             return self.inference(batched_inputs)
         c = int(self.num_classes)
         if c <= 0:
-            raise RuntimeError("MMT has no pseudo labels yet: train it with fastreid_ext's Trainer (its MMT "
-                               "trainer clusters the target domain before the first epoch)")
+            raise RuntimeError("MMT has no pseudo labels yet: train it with fastreid_ext's MMT trainer "
+                               "(fastreid_ext.engine.build_trainer), which clusters the target domain before the "
+                               "first epoch")
         targets = batched_inputs["targets"].to(self.device).long()
         if int(targets.max()) >= c:
             raise RuntimeError(f"pseudo label {int(targets.max())} >= number of classes {c}")
         v1, v2 = view(batched_inputs, 1), view(batched_inputs, 2)
-        a = self.adapter
-        s1, aux1, x1 = a.student(self.net1, v1, targets)
-        s2, aux2, x2 = a.student(self.net2, v2, targets)
+        s1 = self.net1.branch_outputs(v1, targets)
+        s2 = self.net2.branch_outputs(v2, targets)
         with torch.no_grad():
-            t1 = a.teacher(self.mean1, v1, targets, x1)
-            t2 = a.teacher(self.mean2, v2, targets, x2)
+            t1 = self.mean1.teacher_outputs(v1, targets, s1)
+            t2 = self.mean2.teacher_outputs(v2, targets, s2)
 
         def logits(out):
             return out["cls_outputs"][:, :c]
 
-        ce = sum(cross_entropy_ls(logits(s[b]), targets, self.ce_eps) for s in (s1, s2) for b in a.branches)
-        tri = sum(self._hard_triplet(s[b]["features"], targets) for s in (s1, s2) for b in a.branches)
-        sb, tb = a.soft_ce_pair
-        soft_ce = soft_cross_entropy(logits(s1[sb]), logits(t2[tb])) + soft_cross_entropy(logits(s2[sb]), logits(t1[tb]))
-        sb, tb = a.soft_tri_pair
-        soft_tri = (soft_triplet(s1[sb]["features"], t2[tb]["features"], targets)
-                    + soft_triplet(s2[sb]["features"], t1[tb]["features"], targets))
+        # hard losses on pseudo labels with the base model's weights (MMT Sec. 3.3; RBNet Eq. 4's l1, l2, l4, l5)
+        ce = tri = 0.0
+        for t in self.terms:
+            if not t.weight:
+                continue
+            for s in (s1, s2):
+                if t.kind == "id":
+                    ce = ce + t.weight * cross_entropy_ls(logits(s.heads[t.branch]), targets, self.ce_eps)
+                else:
+                    tri = tri + t.weight * self._hard_triplet(s.heads[t.branch]["features"], targets)
+        sb, tb = self.net1.mutual_id_pair
+        soft_ce = (soft_cross_entropy(logits(s1.heads[sb]), logits(t2[tb]))
+                   + soft_cross_entropy(logits(s2.heads[sb]), logits(t1[tb])))
+        sb, tb = self.net1.mutual_metric_pair
+        soft_tri = (soft_triplet(s1.heads[sb]["features"], t2[tb]["features"], targets)
+                    + soft_triplet(s2.heads[sb]["features"], t1[tb]["features"], targets))
         losses = {"loss_ce": (1 - self.w_ce) * ce, "loss_tri": (1 - self.w_tri) * tri,
                   "loss_ce_soft": self.w_ce * soft_ce, "loss_tri_soft": self.w_tri * soft_tri}
-        for k, aux in enumerate((aux1, aux2), 1):
-            for name, v in aux.items():
-                losses[f"{name}{k}"] = v
-        self._log_accuracy(logits(s1[a.branches[0]]), targets)
+        losses = {k: v for k, v in losses.items() if isinstance(v, torch.Tensor)}
+        # the base model's own other losses (RBNet's heatmap MSE, HPLF's local triplet), with their weights
+        for k, (net, s, v) in enumerate(((self.net1, s1, v1), (self.net2, s2, v2)), 1):
+            for name, value in net.aux_losses(s, v, targets).items():
+                losses[f"{name}{k}"] = value
+        self._log_accuracy(logits(s1.heads[self.net1.branch_names[0]]), targets)
         return losses
 
     def _hard_triplet(self, feats, targets):
@@ -360,16 +304,9 @@ class MMT(nn.Module):
 
     @torch.no_grad()
     def extract_for_clustering(self, batched_inputs) -> Dict[str, torch.Tensor]:
-        """Eval-mode features of both mean nets for clustering (``cluster``: MMT's average of the two
-        L2-normalized features) and for the classifier centres (one entry per branch)."""
-        outs = [self.adapter.extract(m, batched_inputs) for m in (self.mean1, self.mean2)]
-        res = {}
-        for b in outs[0]:
-            res[b] = (F.normalize(outs[0][b], dim=1) + F.normalize(outs[1][b], dim=1)) / 2
-        cb = self.adapter.cluster_branch(self.mean1)
-        if cb == "concat":
-            res["cluster"] = torch.cat([F.normalize(res[b], dim=1) for b in self.adapter.branches], dim=1)
-        else:
-            res["cluster"] = res[cb]
+        """Eval-mode features of both mean nets (MMT: the average of the two L2-normalized features): one entry
+        per branch (for the classifier centres) and ``cluster`` (the base model's retrieval feature)."""
+        outs = [m.branch_features(batched_inputs) for m in (self.mean1, self.mean2)]
+        res = {b: (F.normalize(outs[0][b], dim=1) + F.normalize(outs[1][b], dim=1)) / 2 for b in outs[0]}
+        res["cluster"] = self.mean1.retrieval_feature(res)
         return res
-

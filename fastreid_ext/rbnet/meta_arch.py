@@ -44,19 +44,18 @@ import logging
 from typing import Dict, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fastreid.config import configurable
 from fastreid.modeling.heads import build_heads
-from fastreid.modeling.losses import cross_entropy_loss, log_accuracy, triplet_loss
 from fastreid.modeling.meta_arch.baseline import Baseline
 from fastreid.modeling.meta_arch.build import META_ARCH_REGISTRY
 
 from ..functional.heatmaps import (check_heatmap_shapes, heatmap_mse_loss, mse_weight_for_triplet,
                                     render_heatmaps, visibility_weights)
-from .masking import apply_mask
 from ..modeling.backbones.multiscale import MultiScaleResNet
+from ..modeling.multi_branch import BranchOutputs, LossTerm, MultiBranchModel
+from .masking import apply_mask
 from .reverse_backbone import MASK_SOURCES, NUM_KEYPOINTS, MaskGenerator, ReverseBackbone
 
 logger = logging.getLogger(__name__)
@@ -76,7 +75,7 @@ def _storage():
 
 
 @META_ARCH_REGISTRY.register()
-class RBNet(Baseline):
+class RBNet(MultiBranchModel, Baseline):
     """RBNet: ResNet backbone + reverse backbone (keypoint heatmaps) + mask + backbone 2 (module docstring)."""
 
     @configurable
@@ -175,42 +174,82 @@ class RBNet(Baseline):
         return rev, mask, parts, apply_mask(raw, mask)
 
     # ------------------------------------------------------------------------------------------------
-    def forward(self, batched_inputs):
+    # multi-branch interface (fastreid_ext.modeling.multi_branch): "plain" = backbone 1 + head 1 on the image,
+    # "masked" = backbone 2 + head 2 on x * M(x); RBNet's own forward is the interface's
+    branch_names = ("plain", "masked")
+    mutual_id_pair = ("plain", "masked")  # Eqs. 7-8: C_1(F(x|theta_1)) vs C_2'(F(M(x) x | E[theta_2]))
+    mutual_metric_pair = ("masked", "masked")  # Eqs. 9-11: triplet on the masked-image features
+
+    @property
+    def retrieval_branches(self):
+        return {"backbone1": ("plain",), "backbone2": ("masked",), "concat": ("plain", "masked")}[self.test_feature]
+
+    def classifiers(self):
+        return {"plain": self.heads, "masked": self.heads2}
+
+    @property
+    def needs_heatmaps(self) -> bool:
+        return self.loss_weights["MSE"] != 0
+
+    def branch_outputs(self, batched_inputs, targets=None) -> BranchOutputs:
+        """Backbone 1 + head 1, reverse backbone (heatmaps when L_MSE is on), mask, backbone 2 + head 2 on the
+        masked image. ``context``: ``raw`` (input 0..255), ``heatmaps``, ``mask``, ``masked_input`` (detached
+        x * M(x), what RBNet's MMT mean net sees)."""
         raw = self._raw_images(batched_inputs)
-        x = self._normalize(raw)
-        if not self.training:
-            return self.inference(raw, x)
-
-        if not isinstance(batched_inputs, dict) or "targets" not in batched_inputs:
-            raise KeyError("RBNet training needs batched_inputs['targets'] (person IDs)")
-        w = self.loss_weights
-        need_heat = w["MSE"] != 0
-        if need_heat and "keypoints" not in batched_inputs and "heatmaps" not in batched_inputs:
-            raise KeyError(
-                "RBNet training needs batched_inputs['keypoints'] (B x 17 x 3: x, y, score in input pixels) to "
-                "render the keypoint heatmaps of L_MSE, and this batch has none (keys: "
-                f"{sorted(batched_inputs)}). Set DATASETS.ANNOTATIONS.LOAD_KEYPOINTS True (and provide "
-                "keypoints, see DATASETS.ANNOTATIONS.KEYPOINTS_FILES / tools/extract_keypoints.py), or "
-                "MODEL.RBNET.LOSS.MSE 0 to train without the heatmap loss.")
-        targets = batched_inputs["targets"].to(self.device)
-        if targets.sum() < 0:
-            targets.zero_()  # PreciseBN on another dataset (FastReID's convention)
-
-        feats = self.backbone.forward_features(x)
+        feats = self.backbone.forward_features(self._normalize(raw))
         out1 = self.heads(feats["layer4"], targets)
-        rev, mask, _, masked = self.masked_forward(raw, feats, need_heat)
+        rev, mask, _, masked = self.masked_forward(raw, feats, self.needs_heatmaps)
         f2 = self._backbone2_features(self._normalize(masked), upto="layer4")["layer4"]
         out2 = self.heads2(f2, targets)
-
-        heat = None
-        if need_heat:
-            heat = (rev["heatmaps"],) + self.heatmap_targets(batched_inputs, raw.shape[-2:],
-                                                             rev["heatmaps"].shape[-2:])
-        losses = self.rbnet_losses(out1, out2, heat, targets)
         st = _storage()
         if st is not None:
             st.put_scalar("rbnet/mask_mean", float(mask.detach().mean()))
-        return losses
+        return BranchOutputs({"plain": out1, "masked": out2},
+                             {"raw": raw, "heatmaps": rev.get("heatmaps"), "mask": mask,
+                              "masked_input": masked.detach()})
+
+    def teacher_outputs(self, batched_inputs, targets, student: BranchOutputs):
+        """RBNet Eq. 7: the mean net's backbone 2 + head 2 on the input masked by its student's mask."""
+        x = self._normalize(student.context["masked_input"])
+        return {"masked": self.heads2(self._backbone2_features(x, upto="layer4")["layer4"], targets)}
+
+    def loss_terms(self):
+        """Eq. 4's l1, l2 (backbone 1) and l4, l5 (backbone 2); l3 (L_MSE) is in :meth:`aux_losses`."""
+        w = self.loss_weights
+        return [LossTerm("loss_cls", "plain", "id", w["ID"]), LossTerm("loss_triplet", "plain", "metric", w["TRI"]),
+                LossTerm("loss_cls2", "masked", "id", w["ID2"]),
+                LossTerm("loss_triplet2", "masked", "metric", w["TRI2"])]
+
+    def aux_losses(self, outputs: BranchOutputs, batched_inputs, targets) -> Dict[str, torch.Tensor]:
+        """l3 L_MSE (Eqs. 3-4) on the keypoint heatmaps; needs keypoints (or heatmaps) in the batch."""
+        if not self.needs_heatmaps:
+            return {}
+        if not isinstance(batched_inputs, dict) or ("keypoints" not in batched_inputs
+                                                    and "heatmaps" not in batched_inputs):
+            keys = sorted(batched_inputs) if isinstance(batched_inputs, dict) else type(batched_inputs).__name__
+            raise KeyError(
+                "RBNet training needs batched_inputs['keypoints'] (B x 17 x 3: x, y, score in input pixels) to "
+                f"render the keypoint heatmaps of L_MSE, and this batch has none (keys: {keys}). Set "
+                "DATASETS.ANNOTATIONS.LOAD_KEYPOINTS True (and provide keypoints, see "
+                "DATASETS.ANNOTATIONS.KEYPOINTS_FILES / tools/extract_keypoints.py), or MODEL.RBNET.LOSS.MSE 0 to "
+                "train without the heatmap loss.")
+        pred = outputs.context["heatmaps"]
+        tgt, weights = self.heatmap_targets(batched_inputs, outputs.context["raw"].shape[-2:], pred.shape[-2:])
+        check_heatmap_shapes(pred, tgt, weights)
+        return {"loss_heatmap": heatmap_mse_loss(pred, tgt, weights) * self.mse_weight(pred.shape[-2:])}
+
+    def branch_features(self, batched_inputs) -> Dict[str, torch.Tensor]:
+        """Eval-mode BN-neck features of both branches."""
+        raw = self._raw_images(batched_inputs)
+        feats = self.backbone.forward_features(self._normalize(raw))
+        _, _, _, masked = self.masked_forward(raw, feats, need_heatmaps=False)
+        f2 = self.heads2(self._backbone2_features(self._normalize(masked), upto="layer4")["layer4"])
+        return {"plain": self.heads(feats["layer4"]), "masked": f2}
+
+    def feature_maps(self, batched_inputs) -> Dict[str, torch.Tensor]:
+        """Spatial maps of :meth:`inference_maps` (heatmaps, mask, part masks, backbone 1 / 2 conv1 and layer4)."""
+        maps = self.inference_maps(batched_inputs)
+        return {k: v for k, v in maps.items() if k not in ("features", "masked_images")}
 
     def heatmap_targets(self, batched_inputs, input_size, heatmap_size):
         """``(targets (B, 17, h, w), weights (B, 17))`` rendered from ``batched_inputs['keypoints']`` (or taken
@@ -248,44 +287,20 @@ class RBNet(Baseline):
                         key[0], key[1], self.heatmap_sigma)
         return self._auto_mse[key]
 
-    def rbnet_losses(self, out1, out2, heat, targets) -> Dict[str, torch.Tensor]:
-        """Eq. 4: ``l1 L_id + l2 L_tri + l3 L_MSE + l4 L_id2 + l5 L_tri2`` (Eqs. 1-3), terms with weight 0 skipped."""
-        w = self.loss_weights
-        ce = self.loss_kwargs["ce"]
-        tri = self.loss_kwargs["tri"]
-        if _storage() is not None:
-            log_accuracy(out1["pred_class_logits"].detach(), targets)
-        losses = {}
-        if w["ID"]:
-            losses["loss_cls"] = cross_entropy_loss(out1["cls_outputs"], targets, ce["eps"], ce["alpha"]) * w["ID"]
-        if w["TRI"]:
-            losses["loss_triplet"] = triplet_loss(out1["features"], targets, tri["margin"], tri["norm_feat"],
-                                                  tri["hard_mining"]) * w["TRI"]
-        if heat is not None:
-            pred, tgt, weights = heat
-            check_heatmap_shapes(pred, tgt, weights)
-            losses["loss_heatmap"] = heatmap_mse_loss(pred, tgt, weights) * self.mse_weight(pred.shape[-2:])
-        if w["ID2"]:
-            losses["loss_cls2"] = cross_entropy_loss(out2["cls_outputs"], targets, ce["eps"], ce["alpha"]) * w["ID2"]
-        if w["TRI2"]:
-            losses["loss_triplet2"] = triplet_loss(out2["features"], targets, tri["margin"], tri["norm_feat"],
-                                                   tri["hard_mining"]) * w["TRI2"]
-        return losses
-
     # ------------------------------------------------------------------------------------------------
-    def inference(self, raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Retrieval features (``MODEL.RBNET.TEST_FEATURE``)."""
+    def inference(self, batched_inputs) -> torch.Tensor:
+        """Retrieval features (``MODEL.RBNET.TEST_FEATURE``), computing only what the feature needs."""
+        raw = self._raw_images(batched_inputs)
+        x = self._normalize(raw)
         if self.test_feature == "backbone1":
             return self.heads(self.backbone(x))
+        if self.test_feature == "concat":
+            return self.retrieval_feature(self.branch_features(batched_inputs))
         # a conv1 mask needs backbone 1 up to conv1 only (the backbone2 feature then costs ~1.1 Baseline)
-        upto = "conv1" if self.test_feature == "backbone2" and self.mask_generator.source == "conv1" else None
+        upto = "conv1" if self.mask_generator.source == "conv1" else None
         feats = self.backbone.forward_features(x, upto=upto)
         _, _, _, masked = self.masked_forward(raw, feats, need_heatmaps=False)
-        f2 = self.heads2(self._backbone2_features(self._normalize(masked), upto="layer4")["layer4"])
-        if self.test_feature == "backbone2":
-            return f2
-        f1 = self.heads(feats["layer4"])
-        return torch.cat([F.normalize(f1, dim=1), F.normalize(f2, dim=1)], dim=1)
+        return self.heads2(self._backbone2_features(self._normalize(masked), upto="layer4")["layer4"])
 
     @torch.no_grad()
     def inference_maps(self, images) -> Dict[str, torch.Tensor]:
@@ -301,14 +316,7 @@ class RBNet(Baseline):
             feats = self.backbone.forward_features(x)
             rev, mask, parts, masked = self.masked_forward(raw, feats, need_heatmaps=True)
             feats2 = self._backbone2_features(self._normalize(masked))
-            f1 = self.heads(feats["layer4"])
-            f2 = self.heads2(feats2["layer4"])
-            if self.test_feature == "backbone1":
-                feat = f1
-            elif self.test_feature == "backbone2":
-                feat = f2
-            else:
-                feat = torch.cat([F.normalize(f1, dim=1), F.normalize(f2, dim=1)], dim=1)
+            feat = self.retrieval_feature({"plain": self.heads(feats["layer4"]), "masked": self.heads2(feats2["layer4"])})
             return {"heatmaps": rev["heatmaps"], "mask": mask, "part_masks": parts, "masked_images": masked,
                     "b1_conv1": feats["conv1"], "b1_layer4": feats["layer4"], "b2_conv1": feats2["conv1"],
                     "b2_layer4": feats2["layer4"], "features": feat}
