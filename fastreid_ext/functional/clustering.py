@@ -21,7 +21,7 @@ import scipy.sparse as sp
 
 from .jaccard import jaccard_eps_and_pairs, jaccard_upper_chunks, jaccard_weights, symmetrize_upper
 
-__all__ = ["radius_graph", "dbscan_sparse", "apply_outlier_policy", "cluster_centers", "ClusterResult",
+__all__ = ["radius_graph", "dbscan_sparse", "apply_outlier_policy", "cluster_centers", "ClusterResult", "kmeans_labels",
            "jaccard_dbscan", "graph_from_pairs", "NoClusterError"]
 
 logger = logging.getLogger(__name__)
@@ -142,3 +142,27 @@ def jaccard_dbscan(features, eps: Optional[float] = None, rho: float = 1.6e-3, m
     labels = DBSCAN(eps=eps, min_samples=int(min_samples), metric="precomputed", n_jobs=n_jobs).fit_predict(g)
     return ClusterResult(labels=labels, eps=float(eps), num_clusters=int(labels.max(initial=-1) + 1),
                          num_outliers=int((labels < 0).sum()), pairs_within_eps=int(r.size))
+
+
+def kmeans_labels(features: np.ndarray, num_clusters: int, seed: int = 0, niter: int = 20,
+                  normalize: bool = True) -> np.ndarray:
+    """k-means pseudo labels (Lloyd's algorithm in faiss), MMT's ``MMT-500`` / ``MMT-700`` setting (Ge et al.,
+    ICLR 2020, Sec. 4: a fixed number of clusters instead of DBSCAN). ``features`` (N, D) are L2-normalized first
+    when ``normalize`` (MMT clusters normalized features). Returns labels in ``0..num_clusters-1``, every label
+    used (empty clusters are dropped and the labels renumbered)."""
+    import faiss
+
+    x = np.ascontiguousarray(features, dtype=np.float32)
+    n = x.shape[0]
+    if not 1 <= int(num_clusters) <= n:
+        raise ValueError(f"k-means needs 1 <= clusters <= samples, got {num_clusters} clusters for {n} samples "
+                         f"(UDA.NUM_CLUSTERS)")
+    if normalize:
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    km = faiss.Kmeans(x.shape[1], int(num_clusters), niter=int(niter), seed=int(seed), verbose=False,
+                      max_points_per_centroid=max(256, n // int(num_clusters) + 1), spherical=normalize)
+    km.train(x)
+    _, assign = km.index.search(x, 1)
+    labels = assign[:, 0].astype(np.int64)
+    _, labels = np.unique(labels, return_inverse=True)  # drop empty clusters, labels 0..C-1
+    return labels.astype(np.int64)

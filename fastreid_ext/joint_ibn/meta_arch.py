@@ -1,5 +1,7 @@
-"""JointIBN (seed 000, Zhang & Wu): the BoT baseline with ResNet50-IBN-a, trained jointly on several
-source datasets without random erasing, on crops whose background an instance segmenter removed.
+"""JointIBN (Zhang & Wu, "Person re-identification based on multiple deep learning methods"): the BoT baseline
+(Luo et al., "Bag of tricks and a strong baseline for deep person re-identification", CVPRW 2019) with
+ResNet50-IBN-a, trained jointly on several source datasets without random erasing, on crops whose background
+an instance segmenter removed.
 
 What is the method and where it lives:
 

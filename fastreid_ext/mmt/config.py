@@ -18,7 +18,12 @@ def add_mmt_config(cfg):
     _C.MODEL.MMT.SOFT_TRI_WEIGHT = 0.8  # w_tri
     _C.MODEL.MMT.CE_EPSILON = 0.1  # label smoothing of the hard CE
     _C.MODEL.MMT.HARD_TRIPLET = "softmax"  # "softmax" (MMT's code, margin 0) | "hinge" (MODEL.LOSSES.TRI)
-    _C.MODEL.MMT.EVAL_NET = "mean1"  # mean1 | mean2 | mean_avg (both, L2-normalized, averaged) | net1 | net2
+    # both (MMT's code: both mean nets evaluated, the better reported) | mean1 | mean2 | mean_avg (both,
+    # L2-normalized, averaged) | net1 | net2
+    _C.MODEL.MMT.EVAL_NET = "both"
+    # mean nets' BN statistics: "own" (MMT's code: parameters averaged, statistics from the mean nets' own
+    # train-mode passes) | "copy" (the students' statistics copied after every step)
+    _C.MODEL.MMT.MEAN_NET_BN = "own"
 
     _C.UDA = CN()
     _C.UDA.EPS = 0.0  # DBSCAN radius on the Jaccard distance; <= 0: MMT's rule at the first clustering, then kept
@@ -29,6 +34,5 @@ def add_mmt_config(cfg):
     _C.UDA.KNN_INDEX = "auto"  # faiss: auto (exact flat_l2 up to 50k samples, IVF above) | flat_l2 | flat_ip | ivf
     _C.UDA.OUTLIERS = "drop"  # drop (MMT) | keep (each outlier its own class)
     _C.UDA.CLUSTER_EVERY = 1  # re-cluster every N epochs
-    _C.UDA.ITERS_PER_EPOCH = 0  # 0: images // batch (FastReID); MMT: 400
     _C.UDA.RESET_OPTIMIZER = True  # clear the optimizer state at every re-clustering (MMT builds a new Adam)
     _C.UDA.ADABN = False  # before the first clustering, re-estimate BN statistics on the target (AdaBN; not MMT's)

@@ -18,7 +18,9 @@ weight (FastReID's ``MODEL.LOSSES.CE.SCALE`` / ``TRI.SCALE``, RBNet's ``MODEL.RB
 :mod:`fastreid_ext.mmt.losses`. Classifiers hold ``MODEL.HEADS.NUM_CLASSES`` rows (a capacity;
 the trainer sets it to the number of target images) of which the first ``num_classes`` (a buffer) are in
 use: they are re-initialised from the normalized cluster centres at every clustering, the rest are zero
-and ignored. Evaluation uses ``MODEL.MMT.EVAL_NET`` (a mean net by default).
+and ignored. Evaluation uses ``MODEL.MMT.EVAL_NET`` (default ``both``: both mean nets evaluated, the better
+reported, as MMT's code does). The mean nets average the students' parameters only and keep their own BN
+statistics (MMT's code; ``MODEL.MMT.MEAN_NET_BN copy`` copies the students' statistics after every step).
 
 MMT + RBNet (Yu & Piao 2024, Sec. 1.2, Fig. 2): each network is an RBNet; the mean nets see the input
 masked by their network's mask, ``f_2 = F(M(x'|theta_2) x' | E[theta_2])`` (Eq. 7): soft ID between net k's
@@ -46,7 +48,8 @@ from .losses import (cross_entropy_ls, ema_alpha, ema_update_, soft_cross_entrop
 
 logger = logging.getLogger(__name__)
 
-EVAL_NETS = ("mean1", "mean2", "mean_avg", "net1", "net2")
+EVAL_NETS = ("both", "mean1", "mean2", "mean_avg", "net1", "net2")
+MEAN_NET_BN = ("own", "copy")
 
 
 
@@ -146,6 +149,9 @@ class MMT(nn.Module):
         self.tri_kwargs = dict(margin=cfg.MODEL.LOSSES.TRI.MARGIN, norm_feat=cfg.MODEL.LOSSES.TRI.NORM_FEAT,
                                hard_mining=cfg.MODEL.LOSSES.TRI.HARD_MINING)
         self.eval_net = m.EVAL_NET
+        if m.MEAN_NET_BN not in MEAN_NET_BN:
+            raise ValueError(f"MODEL.MMT.MEAN_NET_BN must be one of {MEAN_NET_BN}, got {m.MEAN_NET_BN!r}")
+        self.copy_bn = m.MEAN_NET_BN == "copy"
         # checkpointed state: classes in use, EMA step, the DBSCAN eps fixed at the first clustering
         self.register_buffer("num_classes", torch.zeros((), dtype=torch.long))
         self.register_buffer("ema_step", torch.zeros((), dtype=torch.long))
@@ -194,8 +200,9 @@ class MMT(nn.Module):
         a = ema_alpha(int(self.ema_step), self.alpha, self.ema_warmup)
         for net, mean in ((self.net1, self.mean1), (self.net2, self.mean2)):
             ema_update_(mean.parameters(), net.parameters(), a)
-            for bm, bn in zip(mean.buffers(), net.buffers()):
-                bm.copy_(bn)
+            if self.copy_bn:  # MODEL.MMT.MEAN_NET_BN copy; MMT's code ("own") averages parameters only
+                for bm, bn in zip(mean.buffers(), net.buffers()):
+                    bm.copy_(bn)
         self.ema_step += 1
         return a
 
@@ -296,7 +303,10 @@ class MMT(nn.Module):
 
     # ------------------------------------------------------------------------------------------------------
     def inference(self, batched_inputs) -> torch.Tensor:
-        """Retrieval feature of ``MODEL.MMT.EVAL_NET``."""
+        """Retrieval feature of ``MODEL.MMT.EVAL_NET`` (``both``: ``[mean net 1 | mean net 2]``, split by
+        :class:`fastreid_ext.mmt.evaluator.MeanNetsEvaluator`)."""
+        if self.eval_net == "both":
+            return torch.cat([self.mean1(batched_inputs), self.mean2(batched_inputs)], dim=1)
         if self.eval_net == "mean_avg":
             f = [F.normalize(m(batched_inputs), dim=1) for m in (self.mean1, self.mean2)]
             return (f[0] + f[1]) / 2
