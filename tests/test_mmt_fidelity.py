@@ -101,3 +101,35 @@ def test_kmeans_labels_give_the_requested_clusters_and_recover_separated_ids():
     np.testing.assert_array_equal(labels, kmeans_labels(x, 12, seed=0))  # seeded: deterministic
     with pytest.raises(ValueError, match="NUM_CLUSTERS"):
         kmeans_labels(x, 1000)
+
+
+def test_mmt_trains_with_kmeans_pseudo_labels(datasets_root, tmp_path):
+    """UDA.CLUSTERING kmeans: exactly UDA.NUM_CLUSTERS pseudo classes at every clustering, and MMT trains."""
+    from fastreid.modeling.meta_arch import build_model
+
+    from fastreid_ext.engine import build_trainer
+
+    src = fastreid_ext.get_cfg()
+    src.merge_from_file(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                     "configs/SynthPed/bagtricks_R18.yml"))
+    src.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.DEPTH", "18x", "MODEL.BACKBONE.FEAT_DIM", "512",
+                         "MODEL.BACKBONE.PRETRAIN", "False", "MODEL.HEADS.NUM_CLASSES", "24"])
+    ck = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        ck.append(str(tmp_path / f"src{seed}.pth"))
+        torch.save({"model": build_model(src).state_dict()}, ck[-1])
+    out = tmp_path / "mmt"
+    cfg = mmt_cfg("Baseline", "MODEL.HEADS.NUM_CLASSES", "0", "DATASETS.SYNTHPED.PRESET", "tiny",
+                  "SOLVER.IMS_PER_BATCH", "16", "DATALOADER.NUM_WORKERS", "0", "DATALOADER.NUM_INSTANCE", "4",
+                  "TEST.IMS_PER_BATCH", "64", "UDA.CLUSTERING", "kmeans", "UDA.NUM_CLUSTERS", "10",
+                  "MODEL.MMT.WEIGHTS_1", ck[0], "MODEL.MMT.WEIGHTS_2", ck[1], "SOLVER.MAX_EPOCH", "2",
+                  "SOLVER.ITERS_PER_EPOCH", "2", "TEST.EVAL_PERIOD", "2", "SOLVER.CHECKPOINT_PERIOD", "2",
+                  "OUTPUT_DIR", str(out))
+    trainer = build_trainer(cfg)
+    assert int(trainer.model.num_classes) == 10
+    trainer.resume_or_load(resume=False)
+    w0 = trainer.model.net1.backbone.conv1.weight.detach().clone()
+    trainer.train()
+    assert [h.num_classes for h in trainer.uda.history] == [10, 10]  # the first clustering and one re-clustering
+    assert not torch.equal(w0, trainer.model.net1.backbone.conv1.weight)

@@ -26,6 +26,10 @@ def add_mmt_config(cfg):
     _C.MODEL.MMT.MEAN_NET_BN = "own"
 
     _C.UDA = CN()
+    # pseudo labels: "dbscan" (sparse Jaccard + DBSCAN; MMT-dbscan, RBNet) | "kmeans" (MMT-500 / MMT-700)
+    _C.UDA.CLUSTERING = "dbscan"
+    _C.UDA.NUM_CLUSTERS = 500  # k-means clusters (MMT: 500 Market-1501 / DukeMTMC, 700 ... -> MSMT17)
+    _C.UDA.KMEANS_SEED = 0  # k-means initialisation seed of the first clustering (+1 at every re-clustering)
     _C.UDA.EPS = 0.0  # DBSCAN radius on the Jaccard distance; <= 0: MMT's rule at the first clustering, then kept
     _C.UDA.EPS_RHO = 1.6e-3  # MMT's rule: mean of the smallest rho fraction of the pairwise distances
     _C.UDA.MIN_SAMPLES = 4

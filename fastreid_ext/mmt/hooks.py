@@ -9,7 +9,7 @@
   (FastReID's ``NaiveIdentitySampler`` P x K) and re-initialises the classifiers.
 * :class:`MMTHook` (``register_trainer_hooks("MMT")``): re-clusters before every ``UDA.CLUSTER_EVERY``-th
   epoch and updates the mean nets after every optimizer step.
-* :class:`MMTTrainer` (``register_trainer("MMT")``, built by ``Trainer(cfg)``): FastReID's trainer builds its
+* :class:`MMTTrainer` (``register_trainer("MMT")``, built by ``build_trainer(cfg)``): FastReID's trainer builds its
   loader in ``__init__``, before any model exists, so this one builds the model, loads the source
   checkpoints and clusters once *before* ``DefaultTrainer.__init__`` and hands it that loader and model.
 
@@ -33,8 +33,8 @@ from ..data import build as data_build
 from ..data.common import AnnotatedDataset
 from ..data.transforms import build_joint_transforms
 from .two_view import TwoViewDataset
-from ..functional.clustering import apply_outlier_policy, cluster_centers, jaccard_dbscan
-from ..engine.trainer import Trainer, prepare_cfg, register_trainer, register_trainer_hooks, setup_ext_logger
+from ..functional.clustering import apply_outlier_policy, cluster_centers, jaccard_dbscan, kmeans_labels
+from ..engine.trainer import Trainer, register_trainer, register_trainer_hooks, setup_ext_logger
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def target_items(cfg) -> list:
     """``(path, pid, camid)`` of the train splits of ``cfg.DATASETS.NAMES`` (the target domain)."""
     items = []
     for name in cfg.DATASETS.NAMES:
-        data = data_build.build_dataset(name, combineall=cfg.DATASETS.COMBINEALL)
+        data = data_build.build_dataset(name, cfg, combineall=cfg.DATASETS.COMBINEALL)
         items.extend(data.train)
     if not items:
         raise RuntimeError(f"the target train split {tuple(cfg.DATASETS.NAMES)} is empty")
@@ -97,11 +97,20 @@ class ClusteringOutcome:
 
 
 class PseudoLabeler:
-    """Sparse Jaccard + DBSCAN pseudo labels with the ``UDA`` keys; keeps the eps of the first clustering
-    (MMT computes it once, at the first epoch, when ``UDA.EPS <= 0``)."""
+    """Pseudo labels with the ``UDA`` keys: ``UDA.CLUSTERING dbscan`` (sparse Jaccard + DBSCAN; keeps the eps of
+    the first clustering, as MMT computes it once, at the first epoch, when ``UDA.EPS <= 0``) or ``kmeans``
+    (``UDA.NUM_CLUSTERS`` clusters with faiss k-means on the L2-normalized features: MMT's MMT-500 / MMT-700)."""
 
     def __init__(self, cfg, eps: Optional[float] = None):
         u = cfg.UDA
+        self.method = u.CLUSTERING
+        if self.method not in ("dbscan", "kmeans"):
+            raise ValueError(f"UDA.CLUSTERING must be 'dbscan' or 'kmeans', got {self.method!r}")
+        self.num_clusters = int(u.NUM_CLUSTERS)
+        if self.method == "kmeans" and self.num_clusters < 1:
+            raise ValueError(f"UDA.CLUSTERING kmeans needs UDA.NUM_CLUSTERS >= 1 (MMT: 500 for Market-1501 / "
+                             f"DukeMTMC), got {self.num_clusters}")
+        self.seed = int(u.KMEANS_SEED)
         self.eps = float(u.EPS) if u.EPS > 0 else (eps if eps else None)
         self.rho = float(u.EPS_RHO)
         self.min_samples = int(u.MIN_SAMPLES)
@@ -112,10 +121,26 @@ class PseudoLabeler:
             raise ValueError(f"UDA.OUTLIERS must be 'drop' or 'keep', got {self.outliers!r}")
         self.min_classes = min_classes_for_sampler(cfg)
 
+    def _kmeans(self, feats: np.ndarray, n: int) -> ClusteringOutcome:
+        if self.num_clusters > n:
+            raise ValueError(f"UDA.NUM_CLUSTERS {self.num_clusters} > {n} target images: lower it")
+        labels = kmeans_labels(feats, self.num_clusters, seed=self.seed)
+        self.seed += 1  # a new k-means initialisation at every re-clustering, reproducible from the key
+        c = int(labels.max() + 1)
+        return ClusteringOutcome("ok", 0.0, n, c, 0, num_classes=c, labels=labels)
+
     def __call__(self, features: Dict[str, np.ndarray]) -> ClusteringOutcome:
         t0 = time.perf_counter()
         feats = features["cluster"]
         n = feats.shape[0]
+        if self.method == "kmeans":
+            out = self._kmeans(feats, n)
+            if out.num_classes < self.min_classes:
+                out.status, out.labels = "too_few", None
+            else:
+                out.centers = {b: cluster_centers(f, out.labels, out.num_classes) for b, f in features.items()}
+            out.seconds = time.perf_counter() - t0
+            return out
         res = jaccard_dbscan(feats, eps=self.eps, rho=self.rho, min_samples=self.min_samples, k1=self.k1,
                              k2=self.k2, index=self.index)
         if self.eps is None:
@@ -196,9 +221,7 @@ class UDAState:
     def cluster_loader(self):
         if self._loader is None:
             test_set = target_dataset(self.cfg, AnnotatedDataset, self.items, is_train=False, relabel=False)
-            self._loader, _ = data_build.build_reid_test_loader(
-                test_set=test_set, test_batch_size=self.cfg.TEST.IMS_PER_BATCH, num_query=0,
-                num_workers=self.cfg.DATALOADER.NUM_WORKERS)
+            self._loader, _ = data_build.build_test_loader(self.cfg, test_set=test_set)
         return self._loader
 
     def cluster(self, model, epoch: int) -> ClusteringOutcome:
@@ -239,9 +262,10 @@ class UDAState:
         return target_dataset(self.cfg, TwoViewDataset, items, is_train=True, relabel=True)
 
     def train_loader(self, labels: np.ndarray):
-        from fastreid.data.build import build_reid_train_loader
-
-        return build_reid_train_loader(self.cfg, train_set=self.train_set(labels))
+        """The two-view P x K loader over the labelled items; with ``SEED`` its sampler is seeded with
+        ``SEED + epoch of the labels`` (a new draw after every re-clustering, the same in every process)."""
+        seed = data_build.sampler_seed(self.cfg, self.labels_epoch or 0)
+        return data_build.build_train_loader(self.cfg, train_set=self.train_set(labels), seed=seed)
 
     def accept(self, out: ClusteringOutcome, model, epoch: int) -> list:
         """Adopt an ``ok`` outcome: labels, classifiers; returns the reset classifier parameters."""
@@ -305,8 +329,8 @@ class MMTHook(HookBase):
 def _mmt_hooks(trainer):
     state = getattr(trainer, "uda", None)
     if state is None:
-        raise RuntimeError("MMT needs fastreid_ext's Trainer (it dispatches to MMTTrainer for MODEL.META_ARCHITECTURE "
-                           "MMT); FastReID's DefaultTrainer cannot build pseudo labels")
+        raise RuntimeError("MMT needs its trainer, MMTTrainer: build it with fastreid_ext.engine.build_trainer(cfg); "
+                           "FastReID's DefaultTrainer cannot build pseudo labels")
     return [MMTHook(state, trainer.cfg.UDA.CLUSTER_EVERY, trainer.cfg.UDA.RESET_OPTIMIZER)]
 
 
@@ -316,7 +340,7 @@ class MMTTrainer(Trainer):
     clustering come before FastReID's ``DefaultTrainer.__init__``, which then receives that loader/model."""
 
     def __init__(self, cfg):
-        prepare_cfg(cfg)
+        self.seed_once(cfg)  # SEED: before the model and the first clustering, which come before Trainer.__init__
         cfg = cfg.clone()
         cfg.defrost()
         setup_ext_logger(cfg)
@@ -337,17 +361,6 @@ class MMTTrainer(Trainer):
         self.uda.accept(out, model, epoch=0)
         self._pending = {"loader": self.uda.train_loader(out.labels), "model": model}
         super().__init__(cfg)
-
-    def build_hooks(self):
-        # DefaultTrainer.__init__ ends here: fix the epoch length (UDA.ITERS_PER_EPOCH) before the writers
-        # take max_iter for their ETA
-        self.iters_per_epoch = self._iters(self.cfg, self.iters_per_epoch)
-        self.max_iter = self.max_epoch * self.iters_per_epoch
-        return super().build_hooks()
-
-    @staticmethod
-    def _iters(cfg, from_dataset: int) -> int:
-        return int(cfg.UDA.ITERS_PER_EPOCH) if cfg.UDA.ITERS_PER_EPOCH > 0 else max(1, int(from_dataset))
 
     # DefaultTrainer.__init__ calls these on the instance: hand over what was built above
     def build_train_loader(self, cfg):  # noqa: D102  (instance method on purpose)
@@ -370,10 +383,6 @@ class MMTTrainer(Trainer):
         from fastreid.solver import build_optimizer
 
         return build_optimizer(cfg, model, contiguous=False)
-
-    @classmethod
-    def build_lr_scheduler(cls, cfg, optimizer, iters_per_epoch):
-        return super().build_lr_scheduler(cfg, optimizer, cls._iters(cfg, iters_per_epoch))
 
     def resume_or_load(self, resume=True):
         """FastReID's resume / ``MODEL.WEIGHTS`` (a whole MMT checkpoint); when either loaded weights, the first
