@@ -52,4 +52,6 @@ setup(
     ],
     extras_require=EXTRAS,
     include_package_data=True,
+    # configs the library loads itself (importlib.resources), so that a non-editable install has them
+    package_data={"fastreid_ext.video": ["configs/*.yml"]},
 )

@@ -260,15 +260,13 @@ def _has_synthped():
 def test_joint_training_on_two_synthped_domains_keeps_ids_apart(datasets_root, tmp_path):
     from fastreid_ext.data.build import build_dataset, build_train_set
     from fastreid_ext.engine import Trainer
-    from fastreid_ext.engine.trainer import prepare_cfg
 
     out = tmp_path / "run"
     cfg = fastreid_ext.get_cfg()
     cfg.merge_from_file(SYNTH_CFG)
     cfg.merge_from_list(TINY + ["OUTPUT_DIR", str(out), "SOLVER.MAX_EPOCH", "1", "SOLVER.STEPS", "[1]",
                                 "TEST.EVAL_PERIOD", "1", "SOLVER.CHECKPOINT_PERIOD", "1"])
-    prepare_cfg(cfg)
-    a, c = build_dataset("SynthPedA"), build_dataset("SynthPedC")
+    a, c = build_dataset("SynthPedA", cfg), build_dataset("SynthPedC", cfg)
     pa, pc = {i[1] for i in a.train}, {i[1] for i in c.train}
     assert not (pa & pc), "SynthPed train ids of two domains collide"
     ds = build_train_set(cfg)
@@ -408,6 +406,19 @@ def test_extract_masks_resumes_after_a_crash_and_writes_the_annotation_layout(tm
     stats = extract_masks(images, root, third, progress=False)
     assert stats.skipped == 7 and stats.written == 0 and third.calls == 1
 
+    # background-removed copy of the whole dataset folder (images masked, other files copied, masks/ not)
+    from fastreid_ext.segmentation import write_masked_dataset
+
+    (root / "splits.json").write_text("{}")
+    out = tmp_path / "masked"
+    with pytest.raises(FileNotFoundError, match="no mask"):
+        write_masked_dataset(images, root, out, progress=False)  # the image without a person has no mask
+    n, copied = write_masked_dataset(images, root, out, on_missing="copy", progress=False)
+    assert n == 1 and copied == 1  # the 7 masked before the error are kept; now the empty one, unmasked
+    assert (out / "splits.json").is_file() and not (out / "masks").exists()
+    a = np.asarray(Image.open(out / "query" / "0002_c1s1_000001_00.jpg"))
+    assert a.shape == (32, 16, 3) and a[0, 0].max() <= 8 and a[16, 8, 0] > 10  # background zeroed, person kept
+
 
 def test_import_backend_resizes_and_binarises_png_and_npy(tmp_path):
     from fastreid_ext.segmentation import build_segmenter
@@ -433,7 +444,7 @@ def test_torchvision_backend_plumbing_with_a_random_mask_rcnn(tmp_path):
     from torchvision.models.detection import maskrcnn_resnet50_fpn
 
     from fastreid_ext.segmentation import TorchvisionMaskRCNN, build_segmenter
-    from tools.extract_masks import main as extract_main
+    from fastreid_ext.segmentation.cli import main as extract_main
 
     with pytest.raises(ValueError, match="checkpoint"):
         build_segmenter("torchvision", checkpoint=None)
@@ -464,7 +475,7 @@ def test_torchvision_backend_plumbing_with_a_random_mask_rcnn(tmp_path):
 @pytest.mark.skipif(not SAMPLES.is_dir(), reason=NO_REAL)
 def test_extract_masks_tool_mediapipe_on_real_crops_with_resume(tmp_path):
     pytest.importorskip("mediapipe")
-    from tools.extract_masks import main as extract_main
+    from fastreid_ext.segmentation.cli import main as extract_main
 
     out = tmp_path / "masks"  # the real data is read in place, masks go to a temporary folder
     s1 = extract_main(["--root", str(SAMPLES), "--out", str(out), "--limit", "2", "--no-progress"])
@@ -506,7 +517,7 @@ def test_torchreid_bridge_reproduces_torchreid_features():
 @pytest.mark.skipif(not (MOT.is_dir() and OSNET.is_file()), reason=NO_REAL)
 def test_reid_video_tool_on_mot17_mini_with_gt_boxes_and_osnet(tmp_path):
     pytest.importorskip("torchreid")
-    from tools.reid_video import main as video_main
+    from fastreid_ext.video.cli import main as video_main
 
     out = tmp_path / "video"
     seqs = [str(MOT / "MOT17-02-FRCNN"), str(MOT / "MOT17-04-FRCNN")]
@@ -549,7 +560,7 @@ def _toy_mot_sequence(root: Path, frames=3):
 
 def test_reid_video_with_a_detector_callable_and_any_registered_model(tmp_path):
     from fastreid_ext.video import read_mot_boxes
-    from tools.reid_video import main as video_main
+    from fastreid_ext.video.cli import main as video_main
 
     seq = tmp_path / "TOY-01"
     _toy_mot_sequence(seq)

@@ -8,7 +8,7 @@ import torch
 
 import fastreid_ext
 from fastreid.utils.events import EventStorage
-from fastreid_ext.data.annotations import COCO17_FLIP_PAIRS, flip_permutation
+from fastreid_ext.functional.keypoints import COCO17_FLIP_PAIRS, flip_permutation
 from fastreid_ext.data.transforms import hflip
 from fastreid_ext.engine import Trainer
 from fastreid_ext.functional.heatmaps import (decode_heatmaps, heatmap_mse_loss, mean_keypoint_error,
@@ -327,6 +327,63 @@ def test_inference_features_and_maps():
         assert torch.allclose(model(imgs), model.inference_maps(imgs)["features"], atol=1e-5)
 
 
+# ---------------------------------------------------------------------------------------------- map quality
+class _KnownMaps:
+    """Stands in for RBNet: every heatmap peaks at (x=1, y=2) of an 8 x 4 input; the mask is 1 on the top half
+    and 0.25 on the bottom half."""
+
+    def inference_maps(self, images):
+        b = images.shape[0]
+        heat = torch.zeros(b, 17, 8, 4)
+        heat[:, :, 2, 1] = 1.0
+        mask = torch.full((b, 1, 8, 4), 0.25)
+        mask[:, :, :4] = 1.0
+        return {"heatmaps": heat, "mask": mask}
+
+
+def test_map_quality_numbers_on_known_maps():
+    from fastreid_ext.rbnet.evaluation import map_quality_on_batches
+
+    kps = torch.zeros(2, 17, 3)
+    kps[..., 0], kps[..., 1] = 1.0, 5.0  # 3 px below every predicted peak
+    kps[:, :10, 2] = 1.0  # 10 of 17 visible per image; the rest are below the score threshold
+    kps[1, 0, :2] = torch.tensor([4.0, 6.0])  # one keypoint 5 px away: (3, 4) from the peak
+    person = torch.zeros(2, 1, 8, 4)
+    person[:, :, 2:6] = 1.0  # rows 2-5: half of them under mask 1, half under mask 0.25
+    batch = {"images": torch.zeros(2, 3, 8, 4), "keypoints": kps, "masks": person}
+    q = map_quality_on_batches(_KnownMaps(), [batch, batch], score_thresh=0.5)
+    assert q["images"] == 4
+    assert q["kpt_err"] == pytest.approx((19 * 3 + 5) / 20)
+    assert q["mask_person"] == pytest.approx((1 + 0.25) / 2)
+    assert q["mask_bg"] == pytest.approx((1 + 0.25) / 2)  # rows 0-1 (mask 1) and 6-7 (0.25)
+    assert map_quality_on_batches(_KnownMaps(), [batch, batch], 0.5, max_images=1)["images"] == 2
+    with pytest.raises(KeyError, match="masks"):
+        map_quality_on_batches(_KnownMaps(), [{"images": batch["images"], "keypoints": kps}])
+
+
+def test_map_quality_of_a_tiny_rbnet():
+    from fastreid_ext.rbnet.evaluation import map_quality_on_batches
+
+    model = build()
+    model.train()
+    batch = fake_batch(4)
+    person = torch.zeros(4, 1, 64, 32)
+    person[:, :, 8:56, 8:24] = 1.0
+    batch["masks"] = person
+    q = map_quality_on_batches(model, [batch], score_thresh=0.5)
+    assert q["images"] == 4 and model.training  # inference_maps restores the training mode
+    valid = int((batch["keypoints"][..., 2] >= 0.5).sum())
+    assert valid > 0 and 0.0 <= q["kpt_err"] <= (64 ** 2 + 32 ** 2) ** 0.5
+    assert 0.0 <= q["mask_person"] <= 1.0 and 0.0 <= q["mask_bg"] <= 1.0
+    # the same numbers as from the maps directly
+    from fastreid_ext.functional.heatmaps import keypoint_errors
+
+    maps = model.inference_maps(batch["images"])
+    err, ok = keypoint_errors(maps["heatmaps"], batch["keypoints"], (64, 32), 0.5)
+    assert q["kpt_err"] == pytest.approx(float(err[ok].mean()), rel=1e-5)
+    assert q["mask_person"] == pytest.approx(float(maps["mask"][person >= 0.5].mean()), rel=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------- end to end
 def test_tiny_train_eval_and_visualize_through_trainer(datasets_root, tmp_path):
     import json
@@ -352,13 +409,10 @@ def test_tiny_train_eval_and_visualize_through_trainer(datasets_root, tmp_path):
                          ("loss_cls", "loss_triplet", "loss_heatmap", "loss_cls2", "loss_triplet2"))
     assert os.path.isfile(out / "model_final.pth")
 
-    # the visualization tool, in process (same argv as on the command line)
-    import importlib.util
+    # the visualization command line (tools/visualize_rbnet.py), in process (same argv as on the command line)
+    from fastreid_ext.rbnet.visualize import main as visualize_main
 
-    spec = importlib.util.spec_from_file_location("visualize_rbnet", "tools/visualize_rbnet.py")
-    vis = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(vis)
-    n = vis.main(["--config-file", "projects/RBNet/configs/SynthPed/rbnet_R18.yml", "--weights",
+    n = visualize_main(["--config-file", "projects/RBNet/configs/SynthPed/rbnet_R18.yml", "--weights",
                   str(out / "model_final.pth"), "--num-images", "3", "--output", str(tmp_path / "vis"), *tiny])
     assert n == 3
     pngs = sorted(os.listdir(tmp_path / "vis"))

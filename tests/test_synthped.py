@@ -3,7 +3,6 @@ domains, idempotence and interrupted runs, misalignment, preview and CLI."""
 import hashlib
 import json
 import re
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -229,15 +228,12 @@ def test_preview_and_cli(tiny_a, tmp_path):
     out = make_preview(tiny_a.parent, tmp_path / "p.png", domains="SynthPedA", num_ids=3, max_cols=4)
     img = cv2.imread(str(out))
     assert img is not None and img.shape[0] > 3 * 128 and img.shape[1] >= 6 * 64
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    try:
-        import make_synthetic
-    finally:
-        sys.path.pop(0)
-    make_synthetic.main(["--domain", "SynthPedB", "SynthPedC", "--preview-only", "--preview", str(tmp_path / "q.png"),
+    from fastreid_ext.data.synthped.cli import main as make_synthetic_main
+
+    make_synthetic_main(["--domain", "SynthPedB", "SynthPedC", "--preview-only", "--preview", str(tmp_path / "q.png"),
                          "--preview-ids", "2", "--preview-colors", "64"])
     q = cv2.imread(str(tmp_path / "q.png"))
     assert q is not None and q.shape[0] > 4 * 128
-    make_synthetic.main(["--domain", "SynthPedC", "--root", str(tmp_path / "ds"), "--preset", "tiny", "--num-train-ids",
+    make_synthetic_main(["--domain", "SynthPedC", "--root", str(tmp_path / "ds"), "--preset", "tiny", "--num-train-ids",
                          "3", "--num-test-ids", "2", "--no-progress"])
     assert (tmp_path / "ds" / "SynthPedC" / "meta.json").is_file()

@@ -3,84 +3,18 @@
 
     python tools/make_synthetic.py --domain SynthPedA --root datasets              # default preset
     python tools/make_synthetic.py --domain SynthPedA SynthPedB --preset tiny --root /tmp/ds
-    python tools/make_synthetic.py --domain SynthPedA --root datasets --preview a.png   # + preview of it
     python tools/make_synthetic.py --domain SynthPedA SynthPedB SynthPedC --preview-only \\
         --preview docs/synthped_samples.png                                         # samples, no dataset
 
-The preview has a row per identity (the same person in different cameras, labelled with pid,
-camera and view: fr/ba/le/ri) and a panel with the first image's keypoints and mask overlay.
-FastReID also creates the datasets on first use (DATASETS.NAMES ("SynthPedA",)) under
-$FASTREID_DATASETS.
+The command line of :mod:`fastreid_ext.data.synthped.cli` (``--help`` lists every option); it imports
+neither FastReID nor the methods.
 """
-import argparse
-import importlib.util
 import os
 import sys
-import time
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-
-def _load_synthped():
-    """Import the generator without importing fastreid_ext (and so FastReID and torch): it only needs
-    numpy and OpenCV."""
-    if "fastreid_ext.data.synthped" in sys.modules:
-        return sys.modules["fastreid_ext.data.synthped"]
-    here = os.path.join(ROOT, "fastreid_ext", "data", "synthped")
-    spec = importlib.util.spec_from_file_location("_synthped", os.path.join(here, "__init__.py"),
-                                                  submodule_search_locations=[here])
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["_synthped"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def build_parser(sp) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--domain", nargs="+", default=["SynthPedA"], choices=sorted(sp.DOMAINS),
-                   help="one or more domains (default: SynthPedA)")
-    p.add_argument("--root", default=os.getenv("FASTREID_DATASETS", "datasets"),
-                   help="datasets are written to ROOT/<domain> (default: $FASTREID_DATASETS or ./datasets)")
-    p.add_argument("--seed", type=int, default=None, help="default: the domain's fixed seed")
-    p.add_argument("--preset", default="default", choices=sorted(sp.PRESETS))
-    p.add_argument("--num-train-ids", type=int, default=None, help="override the preset's")
-    p.add_argument("--num-test-ids", type=int, default=None, help="override the preset's")
-    p.add_argument("--vertical-misalign", type=float, default=0.0,
-                   help="shift people up/down by up to this fraction of the crop height, 0..0.5 (and vary the scale)")
-    p.add_argument("--height", type=int, default=128)
-    p.add_argument("--width", type=int, default=64)
-    p.add_argument("--workers", type=int, default=None, help="processes (default: up to 2); no effect on the output")
-    p.add_argument("--overwrite", action="store_true", help="regenerate even if the folder holds a dataset")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--preview", metavar="PNG", help="write a preview grid picture of the domain(s)")
-    p.add_argument("--preview-only", action="store_true",
-                   help="render the preview's samples directly, do not generate datasets")
-    p.add_argument("--preview-ids", type=int, default=4, help="identities (rows) per domain in the preview")
-    p.add_argument("--preview-cols", type=int, default=6, help="cameras (columns) per identity in the preview")
-    p.add_argument("--preview-zoom", type=float, default=1.0)
-    p.add_argument("--preview-colors", type=int, default=0, help="quantise the preview PNG (smaller file); 0: off")
-    return p
-
-
-def main(argv=None):
-    sp = _load_synthped()
-    a = build_parser(sp).parse_args(argv)
-    if a.preview_only and not a.preview:
-        raise SystemExit("--preview-only needs --preview PNG")
-    if not a.preview_only:
-        for dom in a.domain:
-            t = time.time()
-            out = sp.generate_dataset(a.root, dom, seed=a.seed, num_train_ids=a.num_train_ids,
-                                      num_test_ids=a.num_test_ids, preset=a.preset,
-                                      vertical_misalign=a.vertical_misalign, height=a.height, width=a.width,
-                                      progress=not a.no_progress, overwrite=a.overwrite, workers=a.workers)
-            print(f"{dom}: {out} ({time.time() - t:.1f} s)")
-    if a.preview:
-        out = sp.make_preview(None if a.preview_only else a.root, a.preview, domains=a.domain, num_ids=a.preview_ids,
-                              max_cols=a.preview_cols, seed=a.seed, vertical_misalign=a.vertical_misalign,
-                              height=a.height, width=a.width, zoom=a.preview_zoom, colors=a.preview_colors or None)
-        print(f"preview: {out} ({os.path.getsize(out) / 1024:.0f} KB)")
-
+from fastreid_ext.data.synthped.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

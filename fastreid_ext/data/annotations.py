@@ -21,26 +21,16 @@ from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 
-COCO17_NAMES = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
-    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
-    "right_knee", "left_ankle", "right_ankle",
-)
-#: index pairs swapped by a horizontal flip
-COCO17_FLIP_PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
+# the COCO-17 definitions live in one place; re-exported here for the annotation file format
+from ..functional.keypoints import (COCO17_FLIP_PAIRS, COCO17_NAMES, NUM_KEYPOINTS,  # noqa: F401
+                                    flip_permutation)
+
 KEYPOINTS_FILENAME = "keypoints.json"
 MASKS_DIRNAME = "masks"
 
 
 class AnnotationError(LookupError):
     """An image has no keypoints/mask where they are required."""
-
-
-def flip_permutation(num_keypoints: int = 17, pairs: Sequence[Tuple[int, int]] = COCO17_FLIP_PAIRS):
-    perm = np.arange(num_keypoints)
-    for a, b in pairs:
-        perm[a], perm[b] = b, a
-    return perm
 
 
 def load_keypoint_file(path: str | os.PathLike) -> Dict[str, np.ndarray]:
@@ -67,7 +57,7 @@ def save_keypoint_file(path: str | os.PathLike, keypoints: Dict[str, np.ndarray]
                        names: Sequence[str] = COCO17_NAMES, extra: Optional[dict] = None) -> None:
     """Write a keypoint JSON file atomically (temporary file + rename)."""
     path = Path(path)
-    data = {"format": "coco17" if len(names) == 17 else "custom", "keypoint_names": list(names),
+    data = {"format": "coco17" if len(names) == NUM_KEYPOINTS else "custom", "keypoint_names": list(names),
             "images": {k: np.round(np.asarray(v, dtype=np.float64), 3).tolist()
                        for k, v in sorted(keypoints.items())}}
     if extra:

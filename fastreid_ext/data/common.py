@@ -8,6 +8,7 @@ import torch
 from fastreid.data.common import CommDataset
 from fastreid.data.data_utils import read_image
 
+from ..functional.keypoints import NUM_KEYPOINTS
 from .annotations import AnnotationError, AnnotationIndex
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class AnnotatedDataset(CommDataset):
     """
 
     def __init__(self, img_items, transform=None, relabel=True, annotations: Optional[AnnotationIndex] = None,
-                 load_keypoints=False, load_masks=False, on_missing="error", num_keypoints=17):
+                 load_keypoints=False, load_masks=False, on_missing="error", num_keypoints=NUM_KEYPOINTS):
         super().__init__(img_items, transform, relabel)
         if on_missing not in ("error", "empty"):
             raise ValueError(f"DATASETS.ANNOTATIONS.ON_MISSING must be 'error' or 'empty', got {on_missing!r}")

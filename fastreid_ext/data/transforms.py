@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .annotations import COCO17_FLIP_PAIRS, flip_permutation
+from ..functional.keypoints import COCO17_FLIP_PAIRS, flip_permutation
 
 BICUBIC = Image.BICUBIC
 NEAREST = Image.NEAREST

@@ -1,5 +1,5 @@
-"""Background removal with a person mask (seed 000, Zhang & Wu: instance segmentation removes the
-background before re-id). Plain torch, no FastReID import.
+"""Background removal with a person mask (Zhang & Wu, "Person re-identification based on multiple deep learning
+methods", Sec. 3.1: instance segmentation removes the background before re-id). Plain torch, no FastReID import.
 
 The paper multiplies the crop by the person mask of an instance segmenter (YOLACT++) so that the re-id
 net sees the person only. With a soft or binary mask ``m`` in [0, 1] and a fill image ``F``::

@@ -1,4 +1,5 @@
-"""Horizontal-stripe local features and their AlignedReID-style distance (HPLF, SPEC section 003).
+"""Horizontal-stripe local features and their AlignedReID-style distance (HPLF, "Horizontal Pooling for Local
+Feature", a person re-identification paper in Chinese: Sec. 2.2-2.3).
 
 Plain torch, no FastReID import. Notation: an image gives ``K`` stripe features ``s_1..s_K`` (horizontal
 pooling of the N x C x H x W map with a 1 x W window, HPLF Sec. 2.2). For two images ``x``, ``y``:

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..data.annotations import COCO17_NAMES
+from ..functional.keypoints import COCO17_NAMES, NUM_KEYPOINTS
 from ..utils.extraction import ExtractionBackend
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["KeypointBackend", "MMPoseBackend", "MediaPipeBackend", "BACKENDS", "build_backend",
            "BLAZEPOSE_TO_COCO17", "DEFAULT_MMPOSE_CONFIG", "finalize_keypoints", "mmpose_config_path"]
 
-NUM_KEYPOINTS = len(COCO17_NAMES)
 
 
 def finalize_keypoints(kps: np.ndarray, width: int, height: int, margin: float = 0.5) -> np.ndarray:

@@ -31,7 +31,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..data.annotations import COCO17_NAMES, KEYPOINTS_FILENAME, load_keypoint_file, save_keypoint_file
+from ..data.annotations import KEYPOINTS_FILENAME, load_keypoint_file, save_keypoint_file
+from ..functional.keypoints import COCO17_NAMES
 from .extract import IMAGE_EXTENSIONS, _rel, list_images
 
 logger = logging.getLogger(__name__)

@@ -27,8 +27,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..data.annotations import (COCO17_NAMES, KEYPOINTS_FILENAME, flip_permutation, load_keypoint_file,
-                                save_keypoint_file)
+from ..data.annotations import KEYPOINTS_FILENAME, load_keypoint_file, save_keypoint_file
+from ..functional.keypoints import COCO17_NAMES, flip_permutation
 from ..utils.extraction import IMAGE_EXTENSIONS, list_images
 
 logger = logging.getLogger(__name__)

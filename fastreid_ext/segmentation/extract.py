@@ -16,7 +16,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -202,3 +202,42 @@ def write_masked_copies(images: Iterable[str | os.PathLike], image_root: str | o
         os.replace(tmp, dst)
         n += 1
     return n
+
+
+def copy_other_files(image_root: str | os.PathLike, out_dir: str | os.PathLike,
+                     mask_root: Optional[str | os.PathLike] = None) -> int:
+    """Copy every file under ``image_root`` that is not an image (split files, lists, ``.mat``, ...) to
+    ``out_dir/<rel>``, so that ``out_dir`` is a complete dataset folder next to the masked copies of the images.
+    Mask folders (``masks/`` and ``mask_root``) are skipped; files already in ``out_dir`` are kept. Returns the
+    number of files copied."""
+    import shutil
+
+    from ..utils.extraction import IMAGE_EXTENSIONS
+
+    image_root, out_dir = Path(image_root).resolve(), Path(out_dir)
+    skip = {(Path(mask_root) if mask_root else image_root / MASKS_DIRNAME).resolve()}
+    copied = 0
+    for dirpath, dirnames, files in os.walk(image_root):
+        dirnames[:] = sorted(d for d in dirnames
+                             if d != MASKS_DIRNAME and (Path(dirpath) / d).resolve() not in skip)
+        for f in sorted(files):
+            if f.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            src = Path(dirpath) / f
+            dst = out_dir / src.relative_to(image_root)
+            if not dst.exists():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dst)
+                copied += 1
+    return copied
+
+
+def write_masked_dataset(images: Iterable[str | os.PathLike], image_root: str | os.PathLike,
+                         out_dir: str | os.PathLike, mask_root: Optional[str | os.PathLike] = None,
+                         fill: str = "zero", on_missing: str = "error", progress: bool = True) -> Tuple[int, int]:
+    """A background-removed copy of a whole dataset folder for a plain FastReID: the masked ``images``
+    (:func:`write_masked_copies`) plus every other file of ``image_root`` (:func:`copy_other_files`).
+    Returns ``(images written, other files copied)``."""
+    n = write_masked_copies(images, image_root, out_dir, mask_root, fill=fill, on_missing=on_missing,
+                            progress=progress)
+    return n, copy_other_files(image_root, out_dir, mask_root)

@@ -6,11 +6,11 @@
 * overlay: the map through the jet colormap, blended with the image (0.6 image + 0.4 map... torchreid uses
   0.3 / 0.7; ``alpha`` sets the map's share).
 
-Used by ``tools/visualize_rbnet.py`` (RBNet's Figures 3 and 4).
+Generic panel helpers; :mod:`fastreid_ext.rbnet.visualize` builds RBNet's strips (the paper's Figs. 3-4) on them.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -105,30 +105,3 @@ def vstack_panels(rows: List[np.ndarray], gap: int = 6, title: Optional[str] = N
         if i + 1 < len(rows):
             out.append(np.full((gap, w, 3), 255, np.uint8))
     return np.vstack(out)
-
-
-def rbnet_strip(image, maps: dict, index: int, alpha: float = 0.5, scale: int = 2,
-                keypoints: Optional[np.ndarray] = None) -> Tuple[np.ndarray, List[str]]:
-    """One image's strip (RBNet Figs. 3/4): image | keypoint heatmaps (max over the 17 channels) |
-    generated mask | backbone-1 conv1 | backbone-1 layer4 | backbone-2 conv1 | backbone-2 layer4.
-
-    ``maps``: the dict of ``RBNet.inference_maps`` (batched); ``index``: which image of the batch.
-    ``keypoints``: optional (17, 3) ground truth drawn as small white dots on the first panel."""
-    img = to_uint8_rgb(image)
-    h, w = img.shape[:2]
-    first = img.copy()
-    if keypoints is not None:
-        for x, y, s in np.asarray(keypoints):
-            if s > 0:
-                cv2.circle(first, (int(round(x)), int(round(y))), 1, (255, 255, 255), -1)
-    heat = maps["heatmaps"][index:index + 1].detach().float().amax(1, keepdim=True)
-    heat = F.interpolate(heat, size=(h, w), mode="bilinear", align_corners=False)[0, 0].clamp(min=0).cpu().numpy()
-    heat = heat / max(float(heat.max()), 1e-6)
-    mask = maps["mask"][index, 0].detach().float().cpu().numpy()
-    names = ["image", "heatmaps", "mask", "b1 conv1", "b1 layer4", "b2 conv1", "b2 layer4"]
-    panels = [first, overlay(img, heat, alpha), gray_panel(mask)]
-    for key in ("b1_conv1", "b1_layer4", "b2_conv1", "b2_layer4"):
-        am = activation_maps(maps[key][index:index + 1], (h, w))[0]
-        panels.append(overlay(img, am, alpha))
-    labelled = [label_panel(p, n, scale) for p, n in zip(panels, names)]
-    return hstack_panels(labelled), names

@@ -2,9 +2,10 @@
 torchreid's OSNet through :mod:`fastreid_ext.modeling.backbones.torchreid_bridge`."""
 from __future__ import annotations
 
+import importlib.resources
 import logging
 import os
-from pathlib import Path
+from contextlib import nullcontext
 from typing import Optional, Sequence
 
 import numpy as np
@@ -14,9 +15,9 @@ from PIL import Image
 
 logger = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[2]
-#: the config used for ``--torchreid-weights`` (torchreid OSNet through the bridge, no training)
-TORCHREID_OSNET_CONFIG = ROOT / "projects" / "JointIBN" / "configs" / "torchreid" / "osnet_x0_25.yml"
+#: the config used for ``--torchreid-weights`` (torchreid OSNet through the bridge, no training): package data
+#: (``fastreid_ext/video/configs``), also the ``_BASE_`` of ``projects/JointIBN/configs/torchreid/osnet_x0_25.yml``
+TORCHREID_OSNET_CONFIG = importlib.resources.files(__package__) / "configs" / "torchreid_osnet_x0_25.yml"
 
 
 def load_cfg(config_file: Optional[str] = None, opts: Sequence[str] = (), weights: Optional[str] = None,
@@ -26,7 +27,10 @@ def load_cfg(config_file: Optional[str] = None, opts: Sequence[str] = (), weight
 
     cfg = fastreid_ext.get_cfg()
     if config_file:
-        cfg.merge_from_file(str(config_file))
+        # a packaged resource (importlib.resources) is materialised as a file for yacs' merge_from_file
+        with importlib.resources.as_file(config_file) if not isinstance(config_file, (str, os.PathLike)) \
+                else nullcontext(config_file) as path:
+            cfg.merge_from_file(str(path))
     cfg.merge_from_list(list(opts))
     if weights:
         cfg.MODEL.WEIGHTS = str(weights)
@@ -55,15 +59,12 @@ class ReidEmbedder:
         from fastreid.modeling import build_model
         from fastreid.utils.checkpoint import Checkpointer
 
-        from ..engine.trainer import prepare_cfg
-
         cfg = cfg.clone()
         cfg.defrost()
         if cfg.MODEL.HEADS.NUM_CLASSES == 0:
             cfg.MODEL.HEADS.NUM_CLASSES = 1  # inference only; a checkpoint's head shape is loaded below
         if cfg.MODEL.WEIGHTS and cfg.MODEL.BACKBONE.NAME == "build_resnet_backbone":
             cfg.MODEL.BACKBONE.PRETRAIN = False  # the checkpoint holds the backbone
-        prepare_cfg(cfg)
         self.cfg = cfg
         self.model = build_model(cfg)
         if cfg.MODEL.WEIGHTS:

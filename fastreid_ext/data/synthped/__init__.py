@@ -1,11 +1,12 @@
 """SynthPed: procedural pedestrians with exact COCO-17 keypoints and person masks, in three camera
-domains (numpy + OpenCV only; importing it needs neither torch nor FastReID).
+domains (numpy + OpenCV only: it uses neither torch nor FastReID, and importing it does not import
+FastReID).
 
 * :mod:`.render`   - body model, cameras/domains (:data:`DOMAINS`), :func:`render_person`
 * :mod:`.generate` - :func:`generate_dataset` (Market-1501 layout + ``keypoints.json`` + ``masks/`` +
   ``meta.json``) and :func:`make_preview`
 
-``tools/make_synthetic.py`` is the command line around it.
+:mod:`.cli` (``tools/make_synthetic.py``) is the command line around it.
 """
 from .generate import (FORMAT_VERSION, IMAGE_NAME_RE, PRESETS, DatasetParameterMismatch,  # noqa: F401
                        generate_dataset, make_preview)

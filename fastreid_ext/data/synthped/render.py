@@ -23,6 +23,9 @@ from typing import Optional, Union
 import cv2
 import numpy as np
 
+from ...functional.keypoints import (COCO17_FLIP_PAIRS, COCO17_LEFT, COCO17_NAMES, COCO17_RIGHT,
+                                     COCO17_SKELETON, NUM_KEYPOINTS)
+
 __all__ = [
     "COCO_KEYPOINT_NAMES", "FLIP_PAIRS", "COCO_SKELETON", "VIEWS", "CameraSpec", "DomainSpec", "DOMAINS",
     "Identity", "RenderResult", "sample_identity", "sample_similar_identity", "render_person", "render_sample",
@@ -30,16 +33,10 @@ __all__ = [
     "stable_hash",
 ]
 
-COCO_KEYPOINT_NAMES = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
-    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
-    "right_knee", "left_ankle", "right_ankle",
-)
-#: (left, right) index pairs swapped by a horizontal flip
-FLIP_PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
-#: limb connections for drawing (COCO order, 0-based)
-COCO_SKELETON = ((15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7),
-                 (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6))
+#: COCO-17 names, flip pairs and skeleton under the names SynthPed has always exported
+COCO_KEYPOINT_NAMES = COCO17_NAMES
+FLIP_PAIRS = COCO17_FLIP_PAIRS
+COCO_SKELETON = COCO17_SKELETON
 VIEWS = ("front", "back", "left", "right")
 #: yaw of the body (degrees); "left": the camera sees the person's left side (walking to image left)
 VIEW_YAW_DEG = {"front": 0.0, "back": 180.0, "left": -90.0, "right": 90.0}
@@ -1058,14 +1055,14 @@ def render_sample(identity: Identity, camera: CameraSpec, rng, height: int = 128
     quality = int(rng.integers(camera.jpeg_range[0], camera.jpeg_range[1] + 1))
 
     # ---- keypoints
-    kp = np.zeros((17, 3), np.float32)
+    kp = np.zeros((NUM_KEYPOINTS, 3), np.float32)
     xy = pr.out(np.stack([P[k] for k in KP_SOURCES]))
     kp[:, :2] = xy
     inside = (xy[:, 0] >= 0) & (xy[:, 0] <= W - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= H - 1)
     hr = pr.hr(np.stack([P[k] for k in KP_SOURCES]))
     hx = np.clip(np.round(hr[:, 0]).astype(int), 0, Wh - 1)
     hy = np.clip(np.round(hr[:, 1]).astype(int), 0, Hh - 1)
-    occluded = occm[hy, hx] if occm is not None else np.zeros(17, bool)
+    occluded = occm[hy, hx] if occm is not None else np.zeros(NUM_KEYPOINTS, bool)
     kp[:, 2] = (inside & ~occluded).astype(np.float32)
     info = {"view": view, "yaw_deg": round(math.degrees(yaw), 1), "walking": walking,
             "occluder": occ_kind, "scale": round(float(frac), 3), "bad_crop": bad_crop}
@@ -1102,8 +1099,7 @@ def render_person(identity: Identity, camera: Union[CameraSpec, int], rng=None, 
 def draw_keypoints(img: np.ndarray, kps: np.ndarray, radius: int = 1, thickness: int = 1) -> np.ndarray:
     """Skeleton overlay (left side orange, right side blue, centre green); hidden points skipped."""
     out = img.copy()
-    left = {1, 3, 5, 7, 9, 11, 13, 15}
-    right = {2, 4, 6, 8, 10, 12, 14, 16}
+    left, right = COCO17_LEFT, COCO17_RIGHT
 
     def col(i):
         return (0, 140, 255) if i in left else ((255, 120, 0) if i in right else (0, 220, 0))
