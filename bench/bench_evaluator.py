@@ -22,13 +22,9 @@ import os
 import platform
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from _common import result_path, write_report  # bench/_common.py (puts the repository root on sys.path)
 
 from fastreid_ext.evaluation.cython_build import build_cython_evaluator, load_cython_evaluator  # noqa: E402
 from fastreid_ext.evaluation.rank import evaluate_rank_vectorized  # noqa: E402
@@ -79,7 +75,7 @@ def main(argv=None):
     ap.add_argument("--queries", type=int, default=3368)
     ap.add_argument("--gallery", type=int, default=15913)
     ap.add_argument("--max-rank", type=int, default=50)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "evaluator.md"))
+    ap.add_argument("--out", default=result_path("evaluator.md"))
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -137,13 +133,9 @@ def main(argv=None):
         if rank_cy is not None else
         f"rank-1 / mAP / mINP: {cmc[0]:.4f} / {all_ap.mean():.4f} / {all_inp.mean():.4f}",
     ]
-    table = "\n".join(lines)
-    print(table)
     try:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(table + "\n")
-        print(f"\nwritten to {out}")
+        write_report("\n".join(lines), args.out)
+        print(f"\nwritten to {args.out}")
     except OSError as exc:  # results are a convenience; the print is what matters
         print(f"could not write {args.out}: {exc}")
     return 0

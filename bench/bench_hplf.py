@@ -23,19 +23,13 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import threading
 import time
 import tracemalloc
-from pathlib import Path
 
-from _report import write_report  # bench/_report.py (this folder is on sys.path when a script runs)
+from _common import make_cfg as config_with, result_path, set_threads, write_report  # bench/_common.py
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import fastreid_ext  # noqa: E402  (compat first)
+import fastreid_ext  # noqa: E402,F401  (compat first)
 import torch  # noqa: E402
 from fastreid.modeling import build_model  # noqa: E402
 from fastreid.solver import build_optimizer  # noqa: E402
@@ -72,17 +66,13 @@ class PeakRSS:
 
 
 def make_cfg(meta_arch, r50=False, batch=None):
-    cfg = fastreid_ext.get_cfg()
-    if r50:
-        cfg.merge_from_file(str(ROOT / "projects/HPLF/configs/Market1501/hplf_R50.yml"))
-        cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAIN", "False", "SOLVER.AMP.ENABLED",
-                             "False"])
-    else:
-        cfg.merge_from_file(str(ROOT / "projects/HPLF/configs/SynthPed/hplf_R18.yml"))
-    cfg.merge_from_list(["MODEL.META_ARCHITECTURE", meta_arch, "MODEL.HEADS.NUM_CLASSES", "751"])
+    opts = ["MODEL.META_ARCHITECTURE", meta_arch, "MODEL.HEADS.NUM_CLASSES", "751"]
     if batch:
-        cfg.merge_from_list(["SOLVER.IMS_PER_BATCH", str(batch)])
-    return cfg
+        opts += ["SOLVER.IMS_PER_BATCH", str(batch)]
+    if r50:
+        return config_with("projects/HPLF/configs/Market1501/hplf_R50.yml", [
+            "MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAIN", "False", "SOLVER.AMP.ENABLED", "False", *opts])
+    return config_with("projects/HPLF/configs/SynthPed/hplf_R18.yml", opts)
 
 
 def bench_train(r50: bool, iters: int, warmup: int):
@@ -171,10 +161,9 @@ def main():
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--skip-eval", action="store_true")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--out", default=str(ROOT / "bench/results/hplf.md"))
+    ap.add_argument("--out", default=result_path("hplf.md"))
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
 
     printed = 0
     lines = [f"# HPLF benchmark ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "

@@ -11,10 +11,10 @@ from each run's log and prints a markdown table (global Rank-1/mAP for both; glo
 Both runs are ``tools/train_net.py`` itself (FastReID's contiguous-buffer optimizer, which updates no
 weight under torch 2, is replaced by per-parameter state by compat patch ``optimizer_not_contiguous``).
 
-FastReID 1.4.0 has no training-seed key (``default_setup`` seeds from the clock): runs are not bit-repeatable.
-The LR steps follow Base-SynthPed's schedule scaled to ``--epochs`` (8/12 and 11/12 of the epochs).
-The dataset variant is generated first (timed separately, shared by both runs). Extra ``KEY VALUE`` pairs
-go to both runs (e.g. ``DATASETS.SYNTHPED.NUM_TRAIN_IDS 200``).
+``--seed`` (``SEED``, default 0) makes both runs repeatable (``-1``: seeded from the clock, FastReID's way).
+The LR steps are the benchmarks' rule (``bench/_common.py``: Base-SynthPed's schedule scaled to ``--epochs``,
+8/12 and 11/12 of the epochs). The dataset variant is generated first (timed separately, shared by both runs).
+Extra ``KEY VALUE`` pairs go to both runs (e.g. ``DATASETS.SYNTHPED.NUM_TRAIN_IDS 200``).
 """
 from __future__ import annotations
 
@@ -26,9 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from _report import write_report  # bench/_report.py (this folder is on sys.path when a script runs)
-
-ROOT = Path(__file__).resolve().parents[1]
+from _common import ROOT, budget_opts, make_cfg, result_path, write_report  # bench/_common.py
 CONFIGS = {"Baseline": "projects/HPLF/configs/SynthPed/baseline_R18.yml",
            "HPLF": "projects/HPLF/configs/SynthPed/hplf_R18.yml"}
 #: optional extra runs: name -> (config, overrides)
@@ -53,32 +51,29 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--misalign", type=float, default=0.25)
     ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0, help="SEED of both runs (-1: from the clock)")
     ap.add_argument("--variant", action="append", default=[], choices=sorted(VARIANTS),
                     help="extra HPLF run(s); HPLF-normfeat: L2-normalised stripe features (MODEL.HPLF.NORM_FEAT)")
     ap.add_argument("--reuse", action="store_true",
                     help="skip a run whose identical command already completed (its done.json)")
     ap.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS of the runs (0: inherit)")
     ap.add_argument("--out-root", default="logs/hplf_misalign")
-    ap.add_argument("--out", default=str(ROOT / "bench/results/hplf_misalign.md"))
+    ap.add_argument("--out", default=result_path("hplf_misalign.md"))
     ap.add_argument("opts", nargs=argparse.REMAINDER)
     args = ap.parse_args()
 
-    steps = sorted({max(1, args.epochs * 8 // 12), max(1, args.epochs * 11 // 12)})
-    common = ["DATASETS.SYNTHPED.VERTICAL_MISALIGN", str(args.misalign), "SOLVER.MAX_EPOCH", str(args.epochs),
-              "SOLVER.STEPS", str(steps).replace(" ", ""), "TEST.EVAL_PERIOD", str(args.epochs),
-              "SOLVER.CHECKPOINT_PERIOD", str(args.epochs)] + list(args.opts)
+    common = (["DATASETS.SYNTHPED.VERTICAL_MISALIGN", str(args.misalign), "SEED", str(args.seed)]
+              + budget_opts(args.epochs) + list(args.opts))
     env = dict(os.environ)
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
     # generate the dataset variant once, outside the timed runs
+    from fastreid_ext.data.build import build_dataset
+
     t0 = time.time()
-    gen = ("import os, sys, fastreid_ext; from fastreid.data.datasets import DATASET_REGISTRY; "
-           "from fastreid_ext.data.datasets import set_synthped_options; cfg = fastreid_ext.get_cfg(); "
-           f"cfg.merge_from_file({CONFIGS['HPLF']!r}); cfg.merge_from_list(sys.argv[1:]); set_synthped_options(cfg); "
-           "[DATASET_REGISTRY.get(n)(root=os.getenv('FASTREID_DATASETS', 'datasets')) for n in cfg.DATASETS.NAMES]")
-    r = subprocess.run([sys.executable, "-c", gen, *common], cwd=ROOT, env=env, capture_output=True, text=True)
-    if r.returncode:
-        raise RuntimeError(f"dataset generation failed:\n{r.stderr[-3000:]}")
+    cfg = make_cfg(CONFIGS["HPLF"], common)
+    for name in dict.fromkeys(tuple(cfg.DATASETS.NAMES) + tuple(cfg.DATASETS.TESTS)):
+        build_dataset(name, cfg)
     print(f"dataset ready in {time.time() - t0:.0f} s", flush=True)
     results, cmds, secs = {}, {}, {}
     runs = {name: (cfg, []) for name, cfg in CONFIGS.items()}

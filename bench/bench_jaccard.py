@@ -27,13 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from _common import result_path, write_report  # bench/_common.py (puts the repository root on sys.path)
 
 
 def market_like(n: int, d: int = 2048, imgs_per_id: float = 17.2, rank: int = 0, noise: float = 0.85,
@@ -163,7 +159,7 @@ def main():
     ap.add_argument("--compare-eps", type=float, default=0.0)
     ap.add_argument("--rho", type=float, default=1.6e-3)
     ap.add_argument("--no-scale-rho", dest="scale_rho", action="store_false")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "jaccard.md"))
+    ap.add_argument("--out", default=result_path("jaccard.md"))
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.n, args.dim, args.k1, args.k2, args.index, args.labels_out,
@@ -219,10 +215,7 @@ def main():
         lines += ["", "Memory above the features-loaded baseline: " + ", ".join(
             f"N={n}: {m:.0f} MB ({m / n * 1e3:.1f} kB/sample)" for n, m in extra) + ". Beyond the first N, rho is "
             f"scaled by N0 / N (same number of averaged pairs per sample; `--no-scale-rho` keeps 1.6e-3)."]
-    text = "\n".join(lines)
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text + "\n")
+    write_report("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

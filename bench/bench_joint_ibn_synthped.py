@@ -13,10 +13,11 @@ scratch, no random erasing) with the same budget (the same number of iterations,
 Every run is evaluated on SynthPedB (never trained on). FastReID counts training in epochs of
 ``len(train set) // batch`` iterations, which would give the joint runs (twice the images) half the
 epochs of the single-domain runs for the same iterations and a different LR schedule. The bench
-therefore fixes the epoch length to ``--epoch-iters`` iterations for every run (the identity sampler
-draws from the whole training set regardless): identical iterations, warm-up and LR steps (x0.1 at 2/3
-and 11/12 of training) for all four runs.
-Prints a markdown table and writes it to ``bench/results/joint_ibn_synthped.md``.
+therefore fixes the epoch length to ``--epoch-iters`` iterations for every run (``SOLVER.ITERS_PER_EPOCH``;
+the identity sampler draws from the whole training set regardless): identical iterations, warm-up and LR
+steps (the benchmarks' rule, ``bench/_common.py``: x0.1 after 2/3 and 11/12 of training) for all four runs;
+each seed of ``--seeds`` is a run's ``SEED``.
+Prints a markdown table and writes it to ``bench/results/joint_ibn_synthped.md`` (``--results``).
 
     python bench/bench_joint_ibn_synthped.py [--iters 500] [--batch 32] [--seeds 0] [--runs ...] [--untrained]
 """
@@ -24,17 +25,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from _common import add_threads_arg, make_cfg, print_setup, result_path, set_threads, write_report  # bench/_common.py
 
-CONFIG = ROOT / "projects" / "JointIBN" / "configs" / "SynthPed" / "joint_R18-ibn.yml"
+CONFIG = "projects/JointIBN/configs/SynthPed/joint_R18-ibn.yml"
 RUNS = {
     "joint+bg": (("SynthPedA", "SynthPedC"), True),
     "joint": (("SynthPedA", "SynthPedC"), False),
@@ -49,50 +47,22 @@ def torch_equal(a, b) -> bool:
     return bool(torch.equal(a, b))
 
 
-def make_cfg(names, bg, iters, batch, epoch_iters, out_dir, extra=()):
-    import fastreid_ext
-
-    cfg = fastreid_ext.get_cfg()
-    cfg.merge_from_file(str(CONFIG))
-    cfg.merge_from_list(["DATASETS.NAMES", str(tuple(names)), "MODEL.JOINT_IBN.ENABLED", str(bg),
-                         "DATASETS.ANNOTATIONS.LOAD_MASKS", str(bg), "SOLVER.IMS_PER_BATCH", str(batch),
-                         "OUTPUT_DIR", str(out_dir), *extra])
-    epochs = max(1, int(round(iters / epoch_iters)))
-    steps = sorted({max(1, int(round(epochs * 2 / 3))), max(1, int(round(epochs * 11 / 12)))})
-    cfg.merge_from_list(["SOLVER.MAX_EPOCH", str(epochs), "SOLVER.STEPS", str(steps),
-                         "SOLVER.WARMUP_ITERS", str(max(1, iters // 10)), "TEST.EVAL_PERIOD", str(epochs),
-                         "SOLVER.CHECKPOINT_PERIOD", str(epochs), "TEST.EVAL_INIT", "False"])
-    return cfg
-
-
-def fixed_epoch_trainer(epoch_iters: int):
-    """JointIBN's trainer whose epochs are ``epoch_iters`` iterations long whatever the training-set size."""
-    from fastreid_ext.engine import Trainer
-
-    class FixedEpochTrainer(Trainer):
-        @classmethod
-        def build_train_loader(cls, cfg):
-            loader = super().build_train_loader(cfg)
-            ds = loader.dataset
-            ds.num_images = len(ds.img_items)
-            length = epoch_iters * cfg.SOLVER.IMS_PER_BATCH
-            ds.__class__ = type("FixedEpoch" + type(ds).__name__, (type(ds),), {"__len__": lambda self: length})
-            return loader
-
-    return FixedEpochTrainer
+def run_cfg(names, bg, iters, batch, epoch_iters, out_dir, seed, extra=()):
+    return make_cfg(CONFIG, ["DATASETS.NAMES", str(tuple(names)), "MODEL.JOINT_IBN.ENABLED", str(bg),
+                             "DATASETS.ANNOTATIONS.LOAD_MASKS", str(bg), "SOLVER.IMS_PER_BATCH", str(batch),
+                             "OUTPUT_DIR", str(out_dir), *extra], seed=seed, iters=iters, epoch_iters=epoch_iters)
 
 
 def run_one(name, iters, batch, epoch_iters, seed, out_root, extra=()):
-    from fastreid.utils.env import seed_all_rng
+    from fastreid_ext.engine import build_trainer
 
     names, bg = RUNS[name]
     out = Path(out_root) / f"{name}_s{seed}"
     out.mkdir(parents=True, exist_ok=True)
-    cfg = make_cfg(names, bg, iters, batch, epoch_iters, out, extra)
-    seed_all_rng(seed)
+    cfg = run_cfg(names, bg, iters, batch, epoch_iters, out, seed, extra)
     t0, c0 = time.perf_counter(), time.process_time()
-    trainer = fixed_epoch_trainer(epoch_iters)(cfg)
-    n_train = trainer.data_loader.dataset.num_images
+    trainer = build_trainer(cfg)
+    n_train = len(trainer.data_loader.dataset)
     real_iters = trainer.max_iter
     w0 = trainer.model.backbone.conv1.weight.detach().clone()
     trainer.resume_or_load(resume=False)
@@ -110,13 +80,11 @@ def run_one(name, iters, batch, epoch_iters, seed, out_root, extra=()):
 
 def eval_untrained(batch, epoch_iters, out_root, seed, extra=()):
     """SynthPedB metrics of a randomly initialised model (the floor the runs start from)."""
-    from fastreid.utils.env import seed_all_rng
+    from fastreid_ext.engine import Trainer, seed_from_config
 
-    from fastreid_ext.engine import Trainer
-
-    cfg = make_cfg(("SynthPedA",), False, epoch_iters, batch, epoch_iters, Path(out_root) / "untrained", extra)
+    cfg = run_cfg(("SynthPedA",), False, epoch_iters, batch, epoch_iters, Path(out_root) / "untrained", seed, extra)
     cfg.MODEL.HEADS.NUM_CLASSES = 1
-    seed_all_rng(seed)
+    seed_from_config(cfg)
     model = Trainer.build_model(cfg)
     res = Trainer.test(cfg, model)
     r = {"run": "untrained", "seed": seed, "train": "-", "bg": False, "train_images": 0, "classes": 0, "iters": 0,
@@ -135,27 +103,22 @@ def main():
     ap.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     ap.add_argument("--untrained", action="store_true", help="also evaluate an untrained model on SynthPedB")
     ap.add_argument("--out", default=None, help="run folders (default: a temporary folder)")
-    ap.add_argument("--results", default="joint_ibn_synthped.md", help="file name under bench/results/")
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default; 1 avoids "
-                    "OpenMP spin-waiting on a CPU shared with other jobs)")
+    ap.add_argument("--results", default="joint_ibn_synthped.md",
+                    help="the markdown report: a file name under bench/results/ or a path")
+    add_threads_arg(ap)
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="extra KEY VALUE config overrides for every run")
     args = ap.parse_args()
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    import fastreid_ext  # noqa: F401
+    threads = set_threads(args.threads)
 
     out_root = args.out or tempfile.mkdtemp(prefix="joint_ibn_bench_")
-    print(f"datasets under {os.path.abspath(os.getenv('FASTREID_DATASETS', 'datasets'))}; runs in {out_root}; "
-          f"torch threads {torch.get_num_threads()}; load average {os.getloadavg()[0]:.1f}", flush=True)
+    print_setup(out_root)
     results = [eval_untrained(args.batch, args.epoch_iters, out_root, args.seeds[0], args.opts)] \
         if args.untrained else []
     results += [run_one(name, args.iters, args.batch, args.epoch_iters, seed, out_root, args.opts)
                 for seed in args.seeds for name in args.runs]
     lines = ["# JointIBN on SynthPed: cross-domain test on SynthPedB (bench/bench_joint_ibn_synthped.py)", "",
              f"ResNet-18 IBN-a from scratch, no random erasing, batch {args.batch}, {args.iters} iterations per "
-             f"run in epochs of {args.epoch_iters}, CPU ({torch.get_num_threads()} thread(s)). Command: `python "
+             f"run in epochs of {args.epoch_iters}, CPU ({threads} thread(s)). Command: `python "
              f"bench/bench_joint_ibn_synthped.py {' '.join(sys.argv[1:])}`", "",
              "| run | train on | background removal | seed | train images | classes | iterations | "
              "SynthPedB mAP | SynthPedB Rank-1 | SynthPedB mINP | wall min | CPU min |",
@@ -172,11 +135,7 @@ def main():
             ms = [r["mAP"] for r in results if r["run"] == name]
             r1 = [r["Rank-1"] for r in results if r["run"] == name]
             lines.append(f"| {name} | {np.mean(ms):.2f} | {np.std(ms):.2f} | {np.mean(r1):.2f} |")
-    text = "\n".join(lines) + "\n"
-    print("\n" + text)
-    res_dir = ROOT / "bench" / "results"
-    res_dir.mkdir(parents=True, exist_ok=True)
-    (res_dir / args.results).write_text(text)
+    write_report("\n".join(lines), args.results if "/" in args.results else result_path(args.results))
 
 
 if __name__ == "__main__":

@@ -23,13 +23,8 @@ import platform
 import statistics
 import subprocess
 import sys
-from pathlib import Path
 
-from _report import write_report  # bench/_report.py (this folder is on sys.path when a script runs)
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from _common import ROOT, result_path, set_threads, write_report  # bench/_common.py
 
 
 def child(args):
@@ -42,7 +37,7 @@ def child(args):
     from fastreid_ext.utils.malloc import keep_freed_memory
 
     applied = keep_freed_memory()
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     from bench_rbnet import batch, build, train_iter
     from fastreid.utils.events import EventStorage
 
@@ -87,7 +82,7 @@ def main():
     p.add_argument("--rounds", type=int, default=8, help="interleaved rounds (medians reported)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "malloc.md"))
+    p.add_argument("--out", default=result_path("malloc.md"))
     args = p.parse_args()
     if args.child:
         return child(args)

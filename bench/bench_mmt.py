@@ -14,29 +14,22 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
-from pathlib import Path
 
 import torch
+from _common import make_cfg as config_with, result_path, set_threads, write_report  # bench/_common.py
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import fastreid_ext  # noqa: E402
+import fastreid_ext  # noqa: E402,F401  (compat first)
 from fastreid.modeling.meta_arch import build_model  # noqa: E402
 from fastreid.solver import build_optimizer  # noqa: E402
 
 
 def make_cfg(arch, depth, size, classes, base="Baseline"):
-    cfg = fastreid_ext.get_cfg()
-    cfg.merge_from_file(str(ROOT / "configs/Base-SynthPed.yml"))
     feat = 512 if depth in ("18x", "34x") else 2048
-    cfg.merge_from_list(["MODEL.META_ARCHITECTURE", arch, "MODEL.MMT.BASE_ARCH", base, "MODEL.BACKBONE.DEPTH", depth,
-                         "MODEL.BACKBONE.FEAT_DIM", str(feat), "MODEL.HEADS.NUM_CLASSES", str(classes),
-                         "INPUT.SIZE_TRAIN", str(list(size)), "MODEL.DEVICE", "cpu", "SOLVER.OPT", "Adam"])
-    return cfg
+    return config_with("configs/Base-SynthPed.yml", [
+        "MODEL.META_ARCHITECTURE", arch, "MODEL.MMT.BASE_ARCH", base, "MODEL.BACKBONE.DEPTH", depth,
+        "MODEL.BACKBONE.FEAT_DIM", str(feat), "MODEL.HEADS.NUM_CLASSES", str(classes),
+        "INPUT.SIZE_TRAIN", str(list(size)), "MODEL.DEVICE", "cpu", "SOLVER.OPT", "Adam"])
 
 
 def time_steps(model, batch, iters, warmup, mmt):
@@ -67,10 +60,9 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--base", default="Baseline", help="MMT's BASE_ARCH for the MMT row (Baseline or RBNet)")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "mmt.md"))
+    ap.add_argument("--out", default=result_path("mmt.md"))
     args = ap.parse_args()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     torch.manual_seed(0)
     b, (h, w) = args.batch, args.size
     targets = torch.arange(b) // 4 % args.classes
@@ -111,10 +103,7 @@ def main():
         lines.append(f"| {name} | {med:.3f} | {mean:.3f} | {med / rows[0][1]:.2f} | {med / rows[-2][1]:.2f} |")
     lines += ["", f"MMT over {args.base}: ratio {ratio:.2f} (goal <= 2.8; two students forward + backward and two teachers forward "
                   f"give ~2.67 when backward ~ 2 x forward)."]
-    text = "\n".join(lines)
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text + "\n")
+    write_report("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

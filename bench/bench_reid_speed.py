@@ -1,4 +1,5 @@
-"""Benchmark: re-id embedding speed on CPU and the frames/s of the detect-then-re-id tool (seed 000).
+"""Benchmark: re-id embedding speed on CPU and the frames/s of the detect-then-re-id tool (Zhang & Wu,
+"Person re-identification based on multiple deep learning methods", Sec. 4.5).
 
 Not a test. Part 1 times FastReID models in eval mode at 256x128 (crops/s, batch 1 and batch 32):
 ResNet-50-IBN-a and ResNet-18 (the ``Baseline`` of our configs, random weights: speed only) and, when
@@ -15,13 +16,10 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from _common import ROOT, result_path, set_threads, write_report  # bench/_common.py
 
 REAL = ROOT.parent / "shared" / "realdata"
 MOT = REAL / "mot17_mini"
@@ -117,11 +115,11 @@ def main():
                          "jobs OpenMP's spin-waiting makes 2 threads an order of magnitude slower than 1")
     ap.add_argument("--min-seconds", type=float, default=3.0, help="timing per model and batch size")
     ap.add_argument("--skip-video", action="store_true")
+    ap.add_argument("--out", default=result_path("reid_speed.md"))
     args = ap.parse_args()
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     import fastreid_ext  # noqa: F401
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
@@ -145,11 +143,7 @@ def main():
                   f"{r[9]} | {r[10]} | {r[11]:.2f} | {r[12]:.2f} | {r[13]:.2f} |" for r in vrows]
     elif not args.skip_video:
         lines += ["", f"(MOT17 mini not found at {MOT}: video part skipped)"]
-    text = "\n".join(lines) + "\n"
-    print("\n" + text)
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "reid_speed.md").write_text(text)
+    write_report("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

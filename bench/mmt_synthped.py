@@ -5,8 +5,8 @@ For each variant (``plain``: FastReID's Baseline, ``rbnet``: RBNet, ``bg``: Join
 background removal by SynthPed's person masks):
 
 1. source pre-training x 2 on SynthPedA with two seeds (``configs/SynthPed/bagtricks_R18.yml`` or
-   ``projects/RBNet/configs/SynthPed/rbnet_R18.yml``); FastReID's config has no ``SEED`` key, so this script
-   seeds torch / numpy / random itself (``fastreid.utils.env.seed_all_rng``) before building each trainer;
+   ``projects/RBNet/configs/SynthPed/rbnet_R18.yml``) with ``SEED`` 1 and 2 (the trainer seeds torch / numpy /
+   random and the samplers; the MMT run uses ``SEED`` 1);
 2. source-only evaluation on SynthPedB (the target test split) of both source models;
 3. MMT adaptation on SynthPedB's unlabelled train split from the two checkpoints
    (``projects/MMT/configs/SynthPedA-SynthPedB/mmt_R18.yml`` / ``mmt_rbnet_R18.yml``);
@@ -33,15 +33,11 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from _common import budget_opts, make_cfg, result_path, set_threads, write_report  # bench/_common.py
 
 import torch  # noqa: E402
 
-import fastreid_ext  # noqa: E402
-from fastreid.utils.env import seed_all_rng  # noqa: E402
-from fastreid_ext.engine import Trainer  # noqa: E402
+from fastreid_ext.engine import Trainer, build_trainer  # noqa: E402
 
 SOURCE_CFG = {"plain": "configs/SynthPed/bagtricks_R18.yml", "rbnet": "projects/RBNet/configs/SynthPed/rbnet_R18.yml",
               "bg": "projects/JointIBN/configs/SynthPed/joint_R18-ibn.yml"}
@@ -53,54 +49,25 @@ MMT_NAME = {"plain": "R18", "rbnet": "rbnet_R18", "bg": "R18-ibn_bg"}
 LABEL = {"plain": "MMT", "rbnet": "MMT + RBNet", "bg": "MMT + JointIBN (IBN-a, background removal)"}
 
 
-def _cfg(path, opts):
-    cfg = fastreid_ext.get_cfg()
-    cfg.merge_from_file(str(ROOT / path))
-    cfg.merge_from_list(opts)
-    return cfg
-
-
 def _metrics(r):
     return {k: float(r[k]) for k in ("mAP", "Rank-1", "Rank-5", "mINP") if k in r}
 
 
-def run(trainer_cls, cfg, seed=None):
-    if seed is not None:
-        seed_all_rng(seed)
+def run(cfg):
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     t0 = time.perf_counter()
-    trainer = trainer_cls(cfg)
+    trainer = build_trainer(cfg)
     trainer.resume_or_load(resume=False)
     results = trainer.train()
     return _metrics(results), time.perf_counter() - t0, trainer
 
 
 def adabn_eval(src_cfg_path, common, ckpt, target="SynthPedB"):
-    """Diagnostic, not MMT: a source model with its BatchNorm statistics re-estimated on SynthPedB's train
-    images (AdaBN), evaluated on SynthPedB; tells how much of the gap is normalisation statistics."""
-    from fastreid.modeling.meta_arch import build_model
-    from fastreid.utils.checkpoint import Checkpointer
-    from fastreid_ext.mmt.hooks import target_items
-    from fastreid_ext.engine.trainer import prepare_cfg
+    """Diagnostic, not MMT: a source model with its BatchNorm statistics re-estimated on the target's train
+    images (AdaBN), evaluated on the target; tells how much of the gap is normalisation statistics."""
+    from fastreid_ext.mmt.evaluation import adabn_evaluate
 
-    cfg = _cfg(src_cfg_path, common + ["DATASETS.NAMES", f'("{target}",)', "DATASETS.TESTS", f'("{target}",)',
-                                       "MODEL.HEADS.NUM_CLASSES", "1", "MODEL.BACKBONE.PRETRAIN", "False"])
-    prepare_cfg(cfg)
-    model = build_model(cfg)
-    Checkpointer(model).load(ckpt)
-    from fastreid_ext.data import build as data_build
-    from fastreid_ext.data.common import AnnotatedDataset
-    from fastreid_ext.mmt.hooks import target_dataset
-    from fastreid_ext.mmt.meta_arch import adapt_batchnorm, adapter_for
-
-    # the configured per-image annotations (JointIBN removes the background with its masks)
-    ds = target_dataset(cfg, AnnotatedDataset, target_items(cfg), is_train=False, relabel=False)
-    loader, _ = data_build.build_reid_test_loader(test_set=ds, test_batch_size=cfg.TEST.IMS_PER_BATCH, num_query=0,
-                                                  num_workers=cfg.DATALOADER.NUM_WORKERS)
-    # train-mode forward of every branch (RBNet: plain and masked image)
-    adapt_batchnorm([model], adapter_for(model), loader, model.device)
-    model.eval()
-    return _metrics(Trainer.test(cfg, model))
+    return _metrics(adabn_evaluate(make_cfg(src_cfg_path, common), ckpt, target))
 
 
 def cpu_seconds() -> float:
@@ -116,7 +83,7 @@ def main():
     ap.add_argument("--variants", nargs="+", default=["plain", "rbnet"], choices=["plain", "rbnet", "bg"])
     ap.add_argument("--src-epochs", type=int, default=3)
     ap.add_argument("--mmt-epochs", type=int, default=4)
-    ap.add_argument("--mmt-iters", type=int, default=20, help="UDA.ITERS_PER_EPOCH")
+    ap.add_argument("--mmt-iters", type=int, default=20, help="SOLVER.ITERS_PER_EPOCH of MMT")
     ap.add_argument("--size", type=int, nargs=2, default=[64, 32], help="input size (sources and MMT)")
     ap.add_argument("--preset", default="default")
     ap.add_argument("--source", default="SynthPedA")
@@ -127,10 +94,9 @@ def main():
     ap.add_argument("--out-dir", default="logs/MMT/synthped")
     ap.add_argument("--src-opts", nargs="*", default=[])
     ap.add_argument("--mmt-opts", nargs="*", default=[])
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "mmt_synthped.md"))
+    ap.add_argument("--out", default=result_path("mmt_synthped.md"))
     args = ap.parse_args()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     h, w = args.size
     common = ["MODEL.DEVICE", "cpu", "DATASETS.SYNTHPED.PRESET", args.preset, "DATALOADER.NUM_WORKERS", str(args.workers),
               "INPUT.SIZE_TRAIN", f"[{h}, {w}]", "INPUT.SIZE_TEST", f"[{h}, {w}]",
@@ -141,37 +107,34 @@ def main():
     oracle = None
     trainer_items = []
     if args.oracle:
-        cfg = _cfg(SOURCE_CFG["plain"], common + [
+        cfg = make_cfg(SOURCE_CFG["plain"], common + [
             "DATASETS.NAMES", f'("{args.target}",)', "DATASETS.TESTS", f'("{args.target}",)',
-            "OUTPUT_DIR", os.path.join(args.out_dir, f"oracle_bagtricks_R18_{args.target}"),
-            "SOLVER.MAX_EPOCH", str(args.src_epochs), "SOLVER.STEPS", "[1000]", "TEST.EVAL_PERIOD", str(args.src_epochs),
-            "SOLVER.CHECKPOINT_PERIOD", str(args.src_epochs), "TEST.EVAL_INIT", "False"] + args.src_opts)
-        oracle, secs, _ = run(Trainer, cfg, 1)
+            "OUTPUT_DIR", os.path.join(args.out_dir, f"oracle_bagtricks_R18_{args.target}")]
+            + budget_opts(args.src_epochs, constant_lr=True) + args.src_opts, seed=1)
+        oracle, secs, _ = run(cfg)
         print(f"oracle (plain, trained on {args.target} with labels): {oracle} ({secs:.0f} s)", flush=True)
     for v in args.variants:
         c0, t0 = cpu_seconds(), time.perf_counter()
         src, ck = [], []
         for seed in (1, 2):
             out = os.path.join(args.out_dir, f"source_{SOURCE_NAME[v]}_{args.source}_seed{seed}")
-            cfg = _cfg(SOURCE_CFG[v], common + per_variant[v] + [
-                "DATASETS.NAMES", f'("{args.source}",)', "DATASETS.TESTS", f'("{args.target}",)', "OUTPUT_DIR", out,
-                "SOLVER.MAX_EPOCH", str(args.src_epochs), "SOLVER.STEPS", "[1000]",
-                "TEST.EVAL_PERIOD", str(args.src_epochs), "SOLVER.CHECKPOINT_PERIOD", str(args.src_epochs),
-                "TEST.EVAL_INIT", "False"] + args.src_opts)
-            m, secs, _ = run(Trainer, cfg, seed)
+            cfg = make_cfg(SOURCE_CFG[v], common + per_variant[v] + [
+                "DATASETS.NAMES", f'("{args.source}",)', "DATASETS.TESTS", f'("{args.target}",)', "OUTPUT_DIR", out]
+                + budget_opts(args.src_epochs, constant_lr=True) + args.src_opts, seed=seed)
+            m, secs, _ = run(cfg)
             print(f"[{v}] source seed {seed} on {args.target}: {m} ({secs:.0f} s)", flush=True)
             src.append((m, secs))
             ck.append(os.path.join(out, "model_final.pth"))
         ada = adabn_eval(SOURCE_CFG[v], common + per_variant[v], ck[0], args.target)
         print(f"[{v}] source seed 1 + AdaBN on {args.target}: {ada}", flush=True)
         out = os.path.join(args.out_dir, f"mmt_{MMT_NAME[v]}_{args.source}-{args.target}")
-        cfg = _cfg(MMT_CFG[v], common + per_variant[v] + [
+        cfg = make_cfg(MMT_CFG[v], common + per_variant[v] + [
             "MODEL.MMT.WEIGHTS_1", ck[0], "MODEL.MMT.WEIGHTS_2", ck[1], "OUTPUT_DIR", out,
             "DATASETS.NAMES", f'("{args.target}",)', "DATASETS.TESTS", f'("{args.target}",)',
             "SOLVER.MAX_EPOCH", str(args.mmt_epochs), "TEST.EVAL_PERIOD", str(args.mmt_epochs),
-            "SOLVER.CHECKPOINT_PERIOD", str(args.mmt_epochs), "UDA.ITERS_PER_EPOCH", str(args.mmt_iters)]
-            + args.mmt_opts)
-        m, secs, trainer = run(Trainer, cfg, 1)
+            "SOLVER.CHECKPOINT_PERIOD", str(args.mmt_epochs), "SOLVER.ITERS_PER_EPOCH", str(args.mmt_iters)]
+            + args.mmt_opts, seed=1)
+        m, secs, trainer = run(cfg)
         hist = [(x.num_clusters, x.num_outliers, round(x.eps, 4)) for x in trainer.uda.history]
         print(f"[{v}] MMT on {args.target}: {m} ({secs:.0f} s); clusters/outliers/eps per clustering: {hist}", flush=True)
         rows.append(dict(v=v, src=src, ada=ada, mmt=m, secs=secs, hist=hist, eval_net=trainer.cfg.MODEL.MMT.EVAL_NET,
@@ -204,10 +167,7 @@ def main():
                       f"epochs: {oracle['mAP']:.1f} mAP / {oracle['Rank-1']:.1f} R1."]
     lines += ["", f"MMT is evaluated with its `{rows[0]['eval_net'] if rows else 'mean1'}` network. Command: "
                   f"`python bench/mmt_synthped.py {' '.join(sys.argv[1:])}`".rstrip() + "."]
-    text = "\n".join(lines)
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text + "\n")
+    write_report("\n".join(lines), args.out)
     Path(args.out).with_suffix(".json").write_text(json.dumps({"oracle": oracle, **log}, indent=1))
 
 

@@ -5,7 +5,10 @@ FastReID. Every patch is
 
 * guarded: it checks whether FastReID (or torch / numpy) still has the problem and is a no-op otherwise,
 * idempotent: applying twice changes nothing the second time,
-* documented by the one-line ``reason`` given to :func:`_patch`.
+* documented by the one-line ``reason`` given to :func:`_patch`,
+* stateless: a patch that depends on the device decides from ``torch.cuda.is_available()`` when it is called
+  (:func:`_no_cuda`); nothing here holds a config value (fastreid_ext's loaders and trainer take
+  ``cfg.MODEL.DEVICE`` from the config they are given).
 
 ``APPLIED`` lists the patches that actually changed something in this process; ``PATCHES`` lists them all
 with their reasons (``python -m fastreid_ext.compat`` prints the table).
@@ -28,10 +31,6 @@ PATCHES: Dict[str, Tuple[str, str, Callable[[], bool]]] = {}
 #: names of the patches that changed something in this process, in order.
 APPLIED: List[str] = []
 
-# Device FastReID's data loaders should target. ``None`` means "cuda when available". The trainer
-# sets it from ``cfg.MODEL.DEVICE`` (see :func:`set_device`).
-_DEVICE: str | None = None
-
 
 def _patch(name: str, stage: str, reason: str):
     def deco(fn: Callable[[], bool]):
@@ -41,18 +40,11 @@ def _patch(name: str, stage: str, reason: str):
     return deco
 
 
-def set_device(device: str) -> None:
-    """Tell the compat layer which device training/evaluation runs on (``cfg.MODEL.DEVICE``)."""
-    global _DEVICE
-    _DEVICE = str(device)
-
-
-def uses_cpu() -> bool:
-    """True when FastReID's loaders must not use CUDA (device set to cpu, or no usable GPU)."""
+def _no_cuda() -> bool:
+    """The rule of the device-dependent patches below: they act when this process has no usable CUDA device.
+    They hold no device setting of their own: fastreid_ext's loaders and trainer take ``cfg.MODEL.DEVICE``."""
     import torch
 
-    if _DEVICE is not None:
-        return not _DEVICE.startswith("cuda")
     return not torch.cuda.is_available()
 
 
@@ -124,7 +116,7 @@ def _make_plain_loader_factory(original):
 
     @functools.wraps(original, updated=())
     def data_loader_x(local_rank, **kwargs):
-        if uses_cpu():
+        if _no_cuda():
             kwargs["pin_memory"] = False
             return DataLoader(**kwargs)
         return original(local_rank, **kwargs)
@@ -134,7 +126,8 @@ def _make_plain_loader_factory(original):
 
 
 @_patch("cpu_data_loader", "fastreid",
-        "DataLoaderX creates CUDA streams and moves batches to a GPU; on CPU use a plain DataLoader")
+        "FastReID's own build_reid_*_loader use DataLoaderX, which needs CUDA streams; without CUDA use a plain "
+        "DataLoader (fastreid_ext.data.build picks its loader from MODEL.DEVICE)")
 def _cpu_loader() -> bool:
     import fastreid.data.build as build
 
@@ -305,9 +298,7 @@ def _jaccard_cpu() -> bool:
 
     @functools.wraps(original)
     def compute_jaccard_distance(features, k1=20, k2=6, search_option=0, fp16=False):
-        import torch
-
-        if search_option < 3 and (not torch.cuda.is_available() or uses_cpu()):
+        if search_option < 3 and _no_cuda():
             search_option = 3
         return original(features, k1=k1, k2=k2, search_option=search_option, fp16=fp16)
 
@@ -323,7 +314,7 @@ def _distributed_worker_any_device(local_rank, main_func, world_size, num_gpus_p
     import torch.distributed as dist
     from fastreid.utils import comm
 
-    use_cuda = torch.cuda.is_available() and not uses_cpu()
+    use_cuda = not _no_cuda()
     global_rank = machine_rank * num_gpus_per_machine + local_rank
     dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method=dist_url,
                             world_size=world_size, rank=global_rank)

@@ -187,16 +187,15 @@ def test_unreadable_image_names_the_file(tmp_path):
 
 def test_missing_dataset_folder_names_path_and_how_to_create(tmp_path, monkeypatch):
     from fastreid_ext.data import build_dataset
-    from fastreid_ext.data.datasets import set_synthped_options
 
     monkeypatch.setenv("FASTREID_DATASETS", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="Market-1501|bounding_box_train|FASTREID_DATASETS"):
         build_dataset("Market1501")
-    set_synthped_options(auto_create=False)
-    try:
-        with pytest.raises(FileNotFoundError, match="make_synthetic.py --domain SynthPedB"):
-            build_dataset("SynthPedB")
-    finally:
-        set_synthped_options(auto_create=True)
+    cfg = fastreid_ext.get_cfg()
+    cfg.DATASETS.SYNTHPED.AUTO_CREATE = False
+    with pytest.raises(FileNotFoundError, match="make_synthetic.py --domain SynthPedB"):
+        build_dataset("SynthPedB", cfg)
+    with pytest.raises(FileNotFoundError, match="make_synthetic.py --domain SynthPedB"):
+        build_dataset("SynthPedB", auto_create=False)  # an explicit argument, no config
     with pytest.raises(KeyError, match="not registered.*SynthPedA"):
         build_dataset("NoSuchSet")

@@ -1,4 +1,6 @@
-"""JointIBN (seed 000): background-removal stage, joint datasets, mask extraction, detect-then-re-id."""
+"""JointIBN (Zhang & Wu, "Person re-identification based on multiple deep learning methods"): background-removal
+stage, joint datasets (COMBINEALL counts), configs (the paper's ablation ladder), mask extraction and masked copies
+for a plain FastReID, detect-then-re-id."""
 import csv
 import json
 import os
@@ -199,9 +201,10 @@ def test_missing_mask_is_a_clear_error_or_a_logged_unmasked_fallback(tmp_path):
 # ---------------------------------------------------------------------------------------------------
 # joint datasets: ids of different domains stay apart
 # ---------------------------------------------------------------------------------------------------
-def _fake_real_datasets(root: Path):
-    """Minimal Market-1501 / CUHK03 / MSMT17 / DukeMTMC folders in FastReID's layouts, all using pid 1."""
-    blank = Image.new("RGB", (32, 64))
+def _fake_real_datasets(root: Path, color=(0, 0, 0)):
+    """Minimal Market-1501 / CUHK03 / MSMT17 / DukeMTMC folders in FastReID's layouts, pids 1 and 2 (CUHK03's
+    split file, like FastReID's, holds full image paths)."""
+    blank = Image.new("RGB", (32, 64), color)
 
     def img(p):
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -239,13 +242,23 @@ def test_fastreid_real_datasets_prefix_train_ids_so_joint_classes_add_up(tmp_pat
     _fake_real_datasets(tmp_path)
     monkeypatch.setenv("FASTREID_DATASETS", str(tmp_path))
     cfg = fastreid_ext.get_cfg()
-    cfg.merge_from_file("projects/JointIBN/configs/Base-JointIBN.yml")
-    ds = build_train_set(cfg)  # Market1501 + CUHK03 + MSMT17, each with pids 1 and 2
-    assert ds.num_classes == 6
+    cfg.merge_from_file("projects/JointIBN/configs/joint_R50-ibn_train-splits.yml")
+    cfg.DATASETS.ANNOTATIONS.LOAD_MASKS = False
+    assert not cfg.DATASETS.COMBINEALL
+    ds = build_train_set(cfg)  # Market1501 + CUHK03 + MSMT17 train splits, each with pids 1 and 2
+    assert ds.num_classes == 6 and len(ds) == 6
     assert {p.split("_")[0] for p in ds.pids} == {"market1501", "cuhk03", "msmt17"}
     assert len({p.split("_", 1)[1] for p in ds.pids}) == 2  # same raw ids, kept apart by the prefix
     assert sorted(ds.pid_dict.values()) == list(range(6))
     build_train_set(cfg, names=["DukeMTMC"])  # the test domain's folder layout is FastReID's
+    # the paper's ~175k images: train + query + gallery (COMBINEALL, Base-JointIBN.yml); query/gallery ids become
+    # "<dataset>_test_<pid>" classes (Market: query 1, 2 + gallery 1, 2; CUHK03: 1; MSMT17: 3, 4 after its offset)
+    cfg = fastreid_ext.get_cfg()
+    cfg.merge_from_file("projects/JointIBN/configs/Base-JointIBN.yml")
+    assert cfg.DATASETS.COMBINEALL
+    ds = build_train_set(cfg)
+    assert len(ds) == (2 + 2 + 2) + (2 + 1 + 1) + (2 + 2 + 2)
+    assert ds.num_classes == (2 + 2) + (2 + 1) + (2 + 2)
 
 
 def _has_synthped():
@@ -259,7 +272,7 @@ def _has_synthped():
 @pytest.mark.skipif(not _has_synthped(), reason="SynthPed (fastreid_ext.data.synthped) is not importable yet")
 def test_joint_training_on_two_synthped_domains_keeps_ids_apart(datasets_root, tmp_path):
     from fastreid_ext.data.build import build_dataset, build_train_set
-    from fastreid_ext.engine import Trainer
+    from fastreid_ext.engine import build_trainer
 
     out = tmp_path / "run"
     cfg = fastreid_ext.get_cfg()
@@ -273,9 +286,18 @@ def test_joint_training_on_two_synthped_domains_keeps_ids_apart(datasets_root, t
     assert ds.num_classes == len(pa) + len(pc)
     assert len(ds) == len(a.train) + len(c.train)
     assert ds.load_masks
+    # DATASETS.COMBINEALL (the paper's "train + query + gallery" joint set): every image of both domains, the
+    # query/gallery identities as classes of their own ("<domain>_test_<pid>": never merged with train ids)
+    all_cfg = cfg.clone()
+    all_cfg.DATASETS.COMBINEALL = True
+    ds_all = build_train_set(all_cfg)
+    test_ids = {(d.dataset_name, it[1]) for d in (a, c) for it in list(d.query) + list(d.gallery)}
+    assert len(ds_all) == sum(len(d.train) + len(d.query) + len(d.gallery) for d in (a, c))
+    assert ds_all.num_classes == len(pa) + len(pc) + len(test_ids)
+    assert len(ds_all) > len(ds) and len(test_ids) > 0
 
     os.makedirs(out, exist_ok=True)
-    trainer = Trainer(cfg)
+    trainer = build_trainer(cfg)
     trainer.resume_or_load(resume=False)
     assert trainer.model.heads.weight.shape[0] == len(pa) + len(pc)
     batch = next(iter(trainer.data_loader))
@@ -303,15 +325,24 @@ def test_base_config_is_plain_fastreid_and_ours_name_our_keys():
     cfg = fastreid_ext.get_cfg()
     cfg.merge_from_file("projects/JointIBN/configs/joint_R50-ibn.yml")
     assert cfg.MODEL.META_ARCHITECTURE == "JointIBN" and cfg.DATASETS.ANNOTATIONS.LOAD_MASKS
-    ladder = ["R50-ibn_plain", "R50_plain", "R50_wd", "R50_wd_ls", "R50_wd_ls_nbwd"]
+    assert cfg.DATASETS.COMBINEALL and plain.DATASETS.COMBINEALL  # the paper's ~175k images
+    # the paper's ablation ladder (Table 4) is BoT without background removal; background removal is its own rung
+    ladder = ["R50-ibn_plain", "R50_plain", "R50_wd", "R50_wd_ls", "R50_wd_ls_nbwd", "R50-ibn_wd_ls_nbwd",
+              "R50-ibn_wd_ls_nbwd_bg"]
     got = []
     for name in ladder:
         c = fastreid_ext.get_cfg()
         c.merge_from_file(f"projects/JointIBN/configs/ablation/{name}.yml")
+        bg = c.MODEL.META_ARCHITECTURE == "JointIBN" and c.MODEL.JOINT_IBN.ENABLED
+        assert bg == c.DATASETS.ANNOTATIONS.LOAD_MASKS, name
+        assert c.DATASETS.COMBINEALL and not c.INPUT.REA.ENABLED, name
         got.append((c.MODEL.BACKBONE.WITH_IBN, c.SOLVER.WEIGHT_DECAY, c.MODEL.LOSSES.CE.EPSILON,
-                    c.SOLVER.WEIGHT_DECAY_BIAS))
-    assert got == [(True, 0.0, 0.0, 0.0), (False, 0.0, 0.0, 0.0), (False, 5e-4, 0.0, 5e-4),
-                   (False, 5e-4, 0.1, 5e-4), (False, 5e-4, 0.1, 0.0)]
+                    c.SOLVER.WEIGHT_DECAY_BIAS, bg))
+    assert got == [(True, 0.0, 0.0, 0.0, False), (False, 0.0, 0.0, 0.0, False), (False, 5e-4, 0.0, 5e-4, False),
+                   (False, 5e-4, 0.1, 5e-4, False), (False, 5e-4, 0.1, 0.0, False), (True, 5e-4, 0.1, 0.0, False),
+                   (True, 5e-4, 0.1, 0.0, True)]
+    for name in ladder[:-1]:  # the BoT rungs are plain FastReID configs
+        fastreid_get_cfg().merge_from_file(f"projects/JointIBN/configs/ablation/{name}.yml")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -409,15 +440,71 @@ def test_extract_masks_resumes_after_a_crash_and_writes_the_annotation_layout(tm
     # background-removed copy of the whole dataset folder (images masked, other files copied, masks/ not)
     from fastreid_ext.segmentation import write_masked_dataset
 
-    (root / "splits.json").write_text("{}")
+    (root / "splits.json").write_text(json.dumps({"query": [[str(root / "query" / "0002_c1s1_000001_00.jpg"), 2]]}))
+    (root / "empty_dir").mkdir()
     out = tmp_path / "masked"
     with pytest.raises(FileNotFoundError, match="no mask"):
-        write_masked_dataset(images, root, out, progress=False)  # the image without a person has no mask
-    n, copied = write_masked_dataset(images, root, out, on_missing="copy", progress=False)
-    assert n == 1 and copied == 1  # the 7 masked before the error are kept; now the empty one, unmasked
-    assert (out / "splits.json").is_file() and not (out / "masks").exists()
+        write_masked_dataset(images, root, out, on_missing="error", progress=False)  # no person: no mask
+    st = write_masked_dataset(images, root, out, progress=False)  # default: copied unmasked, counted, warned
+    assert st.written == 0 and st.skipped == 7 and len(st.unmasked) == 1 and "empty" in st.unmasked[0]
+    assert st.copied == 1 and st.rewritten == 1  # the 7 masked before the error are kept
+    assert (out / "query" / "empty_c1s1_000001_00.jpg").is_file() and (out / "empty_dir").is_dir()
+    assert not (out / "masks").exists()
+    # the split file now names the copy, not the original
+    moved = json.loads((out / "splits.json").read_text())["query"][0][0]
+    assert moved == str(out / "query" / "0002_c1s1_000001_00.jpg")
     a = np.asarray(Image.open(out / "query" / "0002_c1s1_000001_00.jpg"))
     assert a.shape == (32, 16, 3) and a[0, 0].max() <= 8 and a[16, 8, 0] > 10  # background zeroed, person kept
+
+
+def test_write_masked_gives_a_layout_plain_fastreid_reads_for_each_dataset(tmp_path, monkeypatch, caplog):
+    """``tools/extract_masks.py --dataset NAME --write-masked OUT``: OUT is a datasets root that FastReID's own
+    dataset classes read (Market-1501, CUHK03 whose split files hold full paths, MSMT17 with its list files), every
+    image they load is the masked copy; a crop without a person is copied unmasked, counted and warned about by
+    default, and stops the run with --on-missing error."""
+    import logging
+
+    from fastreid.data.datasets import DATASET_REGISTRY
+
+    from fastreid_ext.segmentation.cli import main as extract_main
+
+    root = tmp_path / "datasets"
+    _fake_real_datasets(root, color=(200, 200, 200))
+    nobody = root / "Market-1501-v15.09.15" / "query" / "0002_c2s1_000002_00.jpg"
+    Image.new("RGB", (32, 64), (200, 200, 200)).save(nobody)
+    monkeypatch.setenv("FASTREID_DATASETS", str(root))
+    src = tmp_path / "mask_source"  # masks by path relative to each dataset folder: the left half is the person
+    person = np.zeros((64, 32), np.uint8)
+    person[:, :16] = 255
+    for folder in ("Market-1501-v15.09.15", "cuhk03", "MSMT17_V2"):
+        for img in (root / folder).rglob("*"):
+            if img.suffix in (".jpg", ".png") and img != nobody:
+                m = src / folder / img.relative_to(root / folder).with_suffix(".png")
+                m.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(person).save(m)
+    out = tmp_path / "masked"
+    with pytest.raises(SystemExit, match="no mask"):
+        extract_main(["--dataset", "Market1501", "--backend", "import", "--source", str(src / "Market-1501-v15.09.15"),
+                      "--write-masked", str(tmp_path / "strict"), "--on-missing", "error", "--no-progress"])
+    for name, folder in (("Market1501", "Market-1501-v15.09.15"), ("CUHK03", "cuhk03"), ("MSMT17", "MSMT17_V2")):
+        with caplog.at_level(logging.WARNING):
+            stats = extract_main(["--dataset", name, "--backend", "import", "--source", str(src / folder),
+                                  "--write-masked", str(out), "--no-progress"])
+        copy = stats.masked_copy
+        assert len(copy.unmasked) == (1 if name == "Market1501" else 0), name
+        data = DATASET_REGISTRY.get(name)(root=str(out), combineall=True)  # FastReID's class on the copy
+        items = list(data.train) + list(data.query) + list(data.gallery)
+        assert items, name
+        for path, *_ in items:
+            assert os.path.realpath(path).startswith(os.path.realpath(out / folder) + os.sep), (name, path)
+            a = np.asarray(Image.open(path).convert("RGB"))
+            assert a[:, :16].min() >= 190, (name, path)  # the person half is kept
+            if Path(path).name == nobody.name:
+                assert a[:, 16:].min() >= 190  # no person found: copied unmasked
+            else:
+                assert a[:, 16:].max() <= 8, (name, path)  # background removed
+    assert "copied unmasked" in caplog.text
+    assert (out / "cuhk03" / "images_detected").is_dir()  # FastReID's CUHK03 would re-extract the .mat without it
 
 
 def test_import_backend_resizes_and_binarises_png_and_npy(tmp_path):

@@ -170,7 +170,8 @@ def test_temporal_mean_update_is_exact():
     assert L.ema_alpha(10 ** 6, 0.999) == 0.999 and L.ema_alpha(0, 0.999, warmup=False) == 0.999
     from fastreid.modeling.meta_arch import build_model
 
-    cfg = tiny_cfg("/tmp", "MODEL.HEADS.NUM_CLASSES", "8", "MODEL.MMT.EMA_WARMUP", "False", "MODEL.MMT.ALPHA", "0.9")
+    cfg = tiny_cfg("/tmp", "MODEL.HEADS.NUM_CLASSES", "8", "MODEL.MMT.EMA_WARMUP", "False", "MODEL.MMT.ALPHA", "0.9",
+                   "MODEL.MMT.MEAN_NET_BN", "copy")  # the "own" policy: tests/test_mmt_fidelity.py
     torch.manual_seed(0)
     m = build_model(cfg)
     with torch.no_grad():
@@ -207,7 +208,7 @@ def test_mmt_rbnet_losses_and_masked_mean_net():
     assert all(p.grad is None for p in m.mean1.parameters())
     assert m.net1.reverse is not None and any(p.grad is not None for p in m.net1.mask_generator.parameters())
     m.eval()
-    assert m(batch).shape == (b, 512)
+    assert m(batch).shape == (b, 2 * 512)  # EVAL_NET both: [mean net 1 | mean net 2]
     assert set(m.extract_for_clustering(batch)) == {"plain", "masked", "cluster"}
 
 

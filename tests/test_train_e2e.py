@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import fastreid_ext
-from fastreid_ext.engine import Trainer
+from fastreid_ext.engine import build_trainer
 
 TINY = ["MODEL.DEVICE", "cpu", "INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]",
         "INPUT.PADDING.SIZE", "2", "DATASETS.SYNTHPED.PRESET", "tiny", "SOLVER.IMS_PER_BATCH", "16",
@@ -32,7 +32,7 @@ def test_train_eval_end_to_end_and_resume(datasets_root, tmp_path):
     cfg = tiny_cfg(out, "SOLVER.MAX_EPOCH", "4", "SOLVER.STEPS", "[3]", "SOLVER.CHECKPOINT_PERIOD", "2",
                    "TEST.EVAL_PERIOD", "4", "TEST.EVAL_INIT", "True")
     os.makedirs(out, exist_ok=True)
-    trainer = Trainer(cfg)
+    trainer = build_trainer(cfg)
     trainer.resume_or_load(resume=False)
     init = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     results = trainer.train()
@@ -48,7 +48,7 @@ def test_train_eval_end_to_end_and_resume(datasets_root, tmp_path):
     # resume: a new trainer picks up the last checkpoint, epoch counter and weights
     cfg2 = tiny_cfg(out, "SOLVER.MAX_EPOCH", "5", "SOLVER.STEPS", "[3]", "SOLVER.CHECKPOINT_PERIOD", "2",
                     "TEST.EVAL_PERIOD", "5")
-    t2 = Trainer(cfg2)
+    t2 = build_trainer(cfg2)
     t2.resume_or_load(resume=True)
     assert t2.start_epoch == 4
     sd1 = torch.load(out / "model_final.pth", weights_only=False)["model"]
@@ -65,7 +65,7 @@ def test_eval_only_from_checkpoint_via_train_net(datasets_root, tmp_path):
     out = tmp_path / "run"
     cfg = tiny_cfg(out, "SOLVER.MAX_EPOCH", "1", "TEST.EVAL_PERIOD", "1")
     os.makedirs(out, exist_ok=True)
-    t = Trainer(cfg)
+    t = build_trainer(cfg)
     t.resume_or_load(resume=False)
     t.train()
     env = dict(os.environ, FASTREID_DATASETS=str(datasets_root))

@@ -37,8 +37,33 @@ def add_fastreid_ext_config(cfg):
 
     # Iterations between two log lines / metrics.json rows (FastReID hard-codes 200).
     _C.SOLVER.LOG_PERIOD = 200
+    # Iterations per epoch: 0 = FastReID's len(train set) // SOLVER.IMS_PER_BATCH; > 0 = this fixed length
+    # (LR steps, warm-up and periods count these epochs; the samplers are infinite).
+    _C.SOLVER.ITERS_PER_EPOCH = 0
+    # Random seed of torch / numpy / random in every process (+ rank) and of the training samplers: the same
+    # config and seed give the same weights on CPU. < 0: FastReID's behaviour (seeded from the clock).
+    _C.SEED = -1
     # Evaluate the model before the first iteration too and print before/after side by side.
     _C.TEST.EVAL_INIT = False
+
+    # Input canonicalisation of our loaders, train and test (fastreid_ext/data/transforms.py; Yoshida et al.,
+    # "Evaluation of metric learning model for Person Re-identification", Sec. 3 and 5(3)).
+    # Letterbox: aspect-preserving resize to SIZE_TRAIN / SIZE_TEST, the rest filled with PAD_VALUE (RGB; the
+    # paper: 128 x 384 padded with (128, 128, 128)); off: FastReID's plain resize.
+    _C.INPUT.LETTERBOX = CN()
+    _C.INPUT.LETTERBOX.ENABLED = False
+    _C.INPUT.LETTERBOX.PAD_VALUE = [128, 128, 128]
+    # Flip canonicalisation: mirror people so that the orientation falls in one half (KEEP "right": 0..180
+    # degrees, 90 = facing image right; "left": the mirror). SOURCE "auto"/"keypoints": the facing direction
+    # from keypoints (needs DATASETS.ANNOTATIONS.LOAD_KEYPOINTS), "orientation": a known orientation (the
+    # analysis tool's SynthPed sets); |facing score| <= THRESHOLD (facing the camera or away) is never flipped;
+    # keypoints scored below MIN_SCORE are ignored. Incompatible with random flips (INPUT.FLIP) in training.
+    _C.INPUT.FLIP_CANON = CN()
+    _C.INPUT.FLIP_CANON.ENABLED = False
+    _C.INPUT.FLIP_CANON.KEEP = "right"
+    _C.INPUT.FLIP_CANON.SOURCE = "auto"
+    _C.INPUT.FLIP_CANON.THRESHOLD = 0.35
+    _C.INPUT.FLIP_CANON.MIN_SCORE = 0.3
 
     # SynthPed: created on first use under $FASTREID_DATASETS.
     _C.DATASETS.SYNTHPED = CN()

@@ -1,10 +1,25 @@
-"""Train/test loaders that carry keypoints and masks, built on FastReID's loader, samplers and collator."""
+"""Train/test loaders that carry keypoints and masks, built from the config on FastReID's samplers and collator.
+
+Everything a loader needs comes from the ``cfg`` passed in, nothing from process-wide state:
+
+* dataset options: a dataset class that defines ``kwargs_from_config(cfg)`` (SynthPed: ``DATASETS.SYNTHPED``)
+  gets those constructor arguments from :func:`build_dataset`; other datasets get none of them;
+* the loader class: FastReID's ``DataLoaderX`` (CUDA streams, batches moved to the GPU by a background
+  thread) when ``MODEL.DEVICE`` is a CUDA device and CUDA is available, else a plain ``DataLoader``
+  (:func:`make_data_loader`);
+* the sampler's seed: ``SEED`` (``>= 0``) seeds FastReID's training samplers (:func:`build_train_sampler`);
+  ``SEED < 0`` keeps FastReID's shared random seed.
+"""
 from __future__ import annotations
 
 import logging
 import os
+from typing import Optional
 
-from fastreid.data.build import build_reid_test_loader, build_reid_train_loader
+import torch
+from fastreid.data import samplers
+from fastreid.data.build import fast_batch_collator
+from fastreid.data.data_utils import DataLoaderX
 from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.utils import comm
 
@@ -20,14 +35,19 @@ def datasets_root() -> str:
     return os.getenv("FASTREID_DATASETS", "datasets")
 
 
-def build_dataset(name: str, **kwargs):
-    """Instantiate a registered dataset under :func:`datasets_root` with clear errors."""
+def build_dataset(name: str, cfg=None, **kwargs):
+    """Instantiate a registered dataset under :func:`datasets_root` with clear errors.
+
+    With ``cfg``, a dataset class that defines ``kwargs_from_config(cfg)`` (the SynthPed domains:
+    ``DATASETS.SYNTHPED``) also gets those constructor arguments; explicit ``kwargs`` win over them."""
     root = datasets_root()
     try:
         cls = DATASET_REGISTRY.get(name)
     except KeyError:
         known = ", ".join(sorted(DATASET_REGISTRY._obj_map))
         raise KeyError(f"dataset {name!r} is not registered. Registered datasets: {known}") from None
+    if cfg is not None and hasattr(cls, "kwargs_from_config"):
+        kwargs = {**cls.kwargs_from_config(cfg), **kwargs}
     try:
         return cls(root=root, **kwargs)
     except RuntimeError as e:
@@ -53,7 +73,7 @@ def _dataset_kwargs(cfg, is_train: bool) -> dict:
 def build_train_set(cfg, names=None) -> AnnotatedDataset:
     items = []
     for d in names or cfg.DATASETS.NAMES:
-        data = build_dataset(d, combineall=cfg.DATASETS.COMBINEALL)
+        data = build_dataset(d, cfg, combineall=cfg.DATASETS.COMBINEALL)
         if comm.is_main_process():
             data.show_train()
         items.extend(data.train)
@@ -61,19 +81,70 @@ def build_train_set(cfg, names=None) -> AnnotatedDataset:
                             **_dataset_kwargs(cfg, True))
 
 
-def build_train_loader(cfg, train_set=None):
-    """FastReID's ``build_reid_train_loader`` (sampler from ``DATALOADER.SAMPLER_TRAIN``) on our dataset."""
+def uses_cuda_loader(cfg) -> bool:
+    """True when the loaders should be FastReID's CUDA ``DataLoaderX``: ``MODEL.DEVICE`` is a CUDA device and
+    CUDA is available."""
+    return str(cfg.MODEL.DEVICE).startswith("cuda") and torch.cuda.is_available()
+
+
+def make_data_loader(cfg, dataset, batch_sampler, num_workers: int):
+    """The loader for ``cfg.MODEL.DEVICE`` (:func:`uses_cuda_loader`): FastReID's ``DataLoaderX`` with pinned
+    memory on CUDA, else a plain ``DataLoader``. Both use FastReID's batch collator."""
+    if uses_cuda_loader(cfg):
+        return DataLoaderX(comm.get_local_rank(), dataset=dataset, batch_sampler=batch_sampler,
+                           num_workers=num_workers, collate_fn=fast_batch_collator, pin_memory=True)
+    return torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers,
+                                       collate_fn=fast_batch_collator)
+
+
+def sampler_seed(cfg, offset: int = 0) -> Optional[int]:
+    """``cfg.SEED + offset`` when ``SEED >= 0``, else ``None`` (FastReID's samplers then draw a shared random
+    seed)."""
+    return int(cfg.SEED) + int(offset) if cfg.SEED >= 0 else None
+
+
+def build_train_sampler(cfg, train_set, seed: Optional[int] = None):
+    """FastReID's training sampler named by ``DATALOADER.SAMPLER_TRAIN`` over ``train_set``; ``seed`` (default
+    :func:`sampler_seed`) must be the same in every process (each process takes its own share)."""
+    name = cfg.DATALOADER.SAMPLER_TRAIN
+    seed = sampler_seed(cfg) if seed is None else int(seed)
+    mini_batch = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
+    k = cfg.DATALOADER.NUM_INSTANCE
+    logger.info("Using training sampler %s (seed %s)", name, "shared random" if seed is None else seed)
+    if name == "TrainingSampler":
+        return samplers.TrainingSampler(len(train_set), seed=seed)
+    if name in ("NaiveIdentitySampler", "BalancedIdentitySampler"):
+        return getattr(samplers, name)(train_set.img_items, mini_batch, k, seed=seed)
+    if name == "SetReWeightSampler":
+        return samplers.SetReWeightSampler(train_set.img_items, mini_batch, k, cfg.DATALOADER.SET_WEIGHT, seed=seed)
+    if name == "ImbalancedDatasetSampler":
+        return samplers.ImbalancedDatasetSampler(train_set.img_items, seed=seed)
+    raise ValueError(f"Unknown training sampler: {name}")
+
+
+def build_train_loader(cfg, train_set=None, seed: Optional[int] = None):
+    """Infinite training loader: :func:`build_train_set` (or ``train_set``), the sampler of
+    :func:`build_train_sampler`, batches of ``SOLVER.IMS_PER_BATCH`` over all processes, and the loader class
+    of :func:`make_data_loader`."""
     if train_set is None:
         train_set = build_train_set(cfg)
-    return build_reid_train_loader(cfg, train_set=train_set)
+    sampler = build_train_sampler(cfg, train_set, seed)
+    batch_sampler = torch.utils.data.BatchSampler(sampler, cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size(), True)
+    return make_data_loader(cfg, train_set, batch_sampler, cfg.DATALOADER.NUM_WORKERS)
 
 
-def build_test_loader(cfg, dataset_name: str):
-    """Returns ``(loader, num_query)`` like FastReID's ``build_reid_test_loader``."""
-    data = build_dataset(dataset_name)
-    if comm.is_main_process():
-        data.show_test()
-    test_set = AnnotatedDataset(data.query + data.gallery, build_joint_transforms(cfg, is_train=False),
-                                relabel=False, **_dataset_kwargs(cfg, False))
-    return build_reid_test_loader(test_set=test_set, test_batch_size=cfg.TEST.IMS_PER_BATCH,
-                                  num_query=len(data.query), num_workers=cfg.DATALOADER.NUM_WORKERS)
+def build_test_loader(cfg, dataset_name: Optional[str] = None, *, test_set=None, num_query: int = 0):
+    """``(loader, num_query)`` like FastReID's ``build_reid_test_loader``: query + gallery of ``dataset_name``,
+    or any ``test_set`` (e.g. a target train split to extract features from) with its ``num_query``."""
+    if test_set is None:
+        if dataset_name is None:
+            raise ValueError("build_test_loader needs a dataset_name or a test_set")
+        data = build_dataset(dataset_name, cfg)
+        if comm.is_main_process():
+            data.show_test()
+        test_set = AnnotatedDataset(data.query + data.gallery, build_joint_transforms(cfg, is_train=False),
+                                    relabel=False, **_dataset_kwargs(cfg, False))
+        num_query = len(data.query)
+    sampler = samplers.InferenceSampler(len(test_set))
+    batch_sampler = torch.utils.data.BatchSampler(sampler, cfg.TEST.IMS_PER_BATCH // comm.get_world_size(), False)
+    return make_data_loader(cfg, test_set, batch_sampler, cfg.DATALOADER.NUM_WORKERS), num_query

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import glob
 import logging
-import os
 import os.path as osp
 import re
 
@@ -12,20 +11,13 @@ from fastreid.data.datasets.bases import ImageDataset
 
 logger = logging.getLogger(__name__)
 
-#: generation options used when a SynthPed dataset is instantiated (set from the config by the trainer)
-_OPTIONS = {"preset": "default", "num_train_ids": None, "num_test_ids": None, "seed": None,
-            "vertical_misalign": 0.0, "auto_create": True}
 
-
-def set_synthped_options(cfg=None, **overrides) -> dict:
-    """Set the generation options from ``cfg.DATASETS.SYNTHPED`` and/or keyword overrides."""
-    if cfg is not None:
-        s = cfg.DATASETS.SYNTHPED
-        _OPTIONS.update(preset=s.PRESET, num_train_ids=s.NUM_TRAIN_IDS or None,
-                        num_test_ids=s.NUM_TEST_IDS or None, seed=None if s.SEED < 0 else s.SEED,
-                        vertical_misalign=float(s.VERTICAL_MISALIGN), auto_create=bool(s.AUTO_CREATE))
-    _OPTIONS.update(overrides)
-    return dict(_OPTIONS)
+def synthped_options(cfg) -> dict:
+    """The generation options ``cfg.DATASETS.SYNTHPED`` asks for, as SynthPed constructor arguments."""
+    s = cfg.DATASETS.SYNTHPED
+    return dict(preset=s.PRESET, num_train_ids=s.NUM_TRAIN_IDS or None, num_test_ids=s.NUM_TEST_IDS or None,
+                seed=None if s.SEED < 0 else int(s.SEED), vertical_misalign=float(s.VERTICAL_MISALIGN),
+                auto_create=bool(s.AUTO_CREATE))
 
 
 def variant_tag(opts: dict) -> str:
@@ -50,16 +42,27 @@ def synthped_dir(root: str, domain: str, opts: dict) -> str:
 
 
 class _SynthPed(ImageDataset):
-    """Market-1501 layout written by :func:`fastreid_ext.data.synthped.generate_dataset`."""
+    """Market-1501 layout written by :func:`fastreid_ext.data.synthped.generate_dataset`.
+
+    The generation options are constructor arguments (``preset``, ``num_train_ids``, ``num_test_ids``, ``seed``,
+    ``vertical_misalign``; ``auto_create`` generates a missing dataset on first use); the loader builders take
+    them from ``cfg.DATASETS.SYNTHPED`` (:meth:`kwargs_from_config`). Each option set has its own folder
+    (:func:`synthped_dir`)."""
 
     domain = ""
     dataset_name = ""
 
-    def __init__(self, root="datasets", **kwargs):
-        opts = dict(_OPTIONS)
-        for k in list(kwargs):
-            if k in opts:
-                opts[k] = kwargs.pop(k)
+    @classmethod
+    def kwargs_from_config(cls, cfg) -> dict:
+        """Constructor arguments taken from the config (``DATASETS.SYNTHPED``); :func:`fastreid_ext.data.build.
+        build_dataset` passes them to the datasets that define this method."""
+        return synthped_options(cfg)
+
+    def __init__(self, root="datasets", preset="default", num_train_ids=None, num_test_ids=None, seed=None,
+                 vertical_misalign=0.0, auto_create=True, **kwargs):
+        opts = dict(preset=preset, num_train_ids=num_train_ids, num_test_ids=num_test_ids, seed=seed,
+                    vertical_misalign=vertical_misalign, auto_create=auto_create)
+        self.options = opts
         self.root = root
         self.data_dir = synthped_dir(root, self.domain, opts)
         if not osp.isfile(osp.join(self.data_dir, "meta.json")):

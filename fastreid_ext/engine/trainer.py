@@ -1,15 +1,16 @@
-"""``Trainer``: FastReID's ``DefaultTrainer`` with our loaders, CPU support and per-method hooks."""
+"""``Trainer``: FastReID's ``DefaultTrainer`` with our loaders, CPU support, per-method hooks and the trainer-level
+keys ``SEED`` and ``SOLVER.ITERS_PER_EPOCH``; :func:`build_trainer` picks a method's own trainer class."""
 from __future__ import annotations
 
 import logging
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 from fastreid.engine import DefaultTrainer
 from fastreid.utils import comm
+from fastreid.utils.env import seed_all_rng
 
 from .. import compat
 from ..data import build as data_build
-from ..data.datasets import set_synthped_options
 
 logger = logging.getLogger(__name__)
 
@@ -42,12 +43,12 @@ def register_evaluator(meta_arch: str):
     return deco
 
 
-#: META_ARCHITECTURE name -> ``Trainer`` subclass that ``Trainer(cfg)`` builds for it (e.g. MMT's)
+#: META_ARCHITECTURE name -> ``Trainer`` subclass that :func:`build_trainer` builds for it (e.g. MMT's)
 _TRAINERS: Dict[str, type] = {}
 
 
 def register_trainer(meta_arch: str):
-    """Class decorator: ``Trainer(cfg)`` builds this ``Trainer`` subclass for models of ``meta_arch``."""
+    """Class decorator: :func:`build_trainer` builds this ``Trainer`` subclass for models of ``meta_arch``."""
 
     def deco(cls):
         _TRAINERS[meta_arch] = cls
@@ -65,28 +66,71 @@ def setup_ext_logger(cfg) -> None:
         setup_logger(cfg.OUTPUT_DIR or None, distributed_rank=comm.get_rank(), name="fastreid_ext")
 
 
-def prepare_cfg(cfg) -> None:
-    """Process-wide settings a config implies (device for the compat layer, SynthPed options)."""
-    compat.set_device(cfg.MODEL.DEVICE)
-    set_synthped_options(cfg)
+def trainer_class(cfg) -> type:
+    """The trainer class for ``cfg.MODEL.META_ARCHITECTURE``: the one registered with :func:`register_trainer`,
+    else :class:`Trainer`."""
+    compat.run_registrations()  # the methods' trainers register on import (normally already done)
+    return _TRAINERS.get(cfg.MODEL.META_ARCHITECTURE, Trainer)
+
+
+def build_trainer(cfg) -> "Trainer":
+    """Build the trainer for ``cfg`` (:func:`trainer_class`), e.g. MMT's for ``MODEL.META_ARCHITECTURE MMT``."""
+    return trainer_class(cfg)(cfg)
+
+
+def seed_from_config(cfg) -> Optional[int]:
+    """Seed torch, numpy and ``random`` of this process with ``cfg.SEED + rank`` when ``SEED >= 0`` and return
+    ``SEED``; else do nothing and return ``None`` (FastReID's ``default_setup`` seeded from the clock).
+
+    With a seed, a CPU run is reproducible: the model's initialisation, the augmentations, the training
+    samplers (:func:`fastreid_ext.data.build.build_train_sampler` seeds them with ``SEED``, the same in every
+    process) and the data-loader workers (torch seeds ``torch``, ``random`` and numpy in each worker from the
+    main process's torch generator) all follow from it."""
+    if cfg.SEED < 0:
+        return None
+    seed_all_rng(int(cfg.SEED) + comm.get_rank())
+    return int(cfg.SEED)
+
+
+def epoch_length(cfg, from_dataset: int) -> int:
+    """Iterations per epoch: ``SOLVER.ITERS_PER_EPOCH`` when > 0, else FastReID's ``len(train set) // batch``
+    (``from_dataset``), at least 1."""
+    n = int(cfg.SOLVER.ITERS_PER_EPOCH)
+    return n if n > 0 else max(1, int(from_dataset))
 
 
 class Trainer(DefaultTrainer):
     """FastReID's ``DefaultTrainer``; loaders carry keypoints/masks when the config asks for them,
-    and methods plug hooks in with :func:`register_trainer_hooks`."""
+    and methods plug hooks in with :func:`register_trainer_hooks`.
 
-    def __new__(cls, cfg, *args, **kwargs):
-        if cls is Trainer:  # a method's own trainer class (register_trainer), else this one
-            cls = _TRAINERS.get(cfg.MODEL.META_ARCHITECTURE, cls)
-        return super().__new__(cls)
+    Trainer-level keys: ``SEED`` (:func:`seed_from_config`, applied before anything is built) and
+    ``SOLVER.ITERS_PER_EPOCH`` (:func:`epoch_length`, for the LR scheduler, ``max_iter`` and the training loop).
+    A method with its own trainer class (:func:`register_trainer`) is built with :func:`build_trainer`."""
 
     def __init__(self, cfg):
-        prepare_cfg(cfg)
+        own = _TRAINERS.get(cfg.MODEL.META_ARCHITECTURE)
+        if own is not None and not isinstance(self, own):
+            raise TypeError(f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE} trains with "
+                            f"{own.__module__}.{own.__qualname__}: build the trainer with "
+                            f"fastreid_ext.engine.build_trainer(cfg)")
+        self.seed_once(cfg)
         super().__init__(cfg)
+
+    def seed_once(self, cfg) -> None:
+        """:func:`seed_from_config`, once per trainer (a subclass that builds something before
+        ``Trainer.__init__`` calls it first)."""
+        if not getattr(self, "_seeded", False):
+            self._seeded = True
+            seed_from_config(cfg)
 
     def build_hooks(self):
         from fastreid.engine import hooks
 
+        # DefaultTrainer.__init__ set iters_per_epoch = len(train set) // batch and max_iter from it, and calls
+        # build_hooks last: apply SOLVER.ITERS_PER_EPOCH before the writers take max_iter (the LR scheduler got
+        # it in build_lr_scheduler)
+        self.iters_per_epoch = epoch_length(self.cfg, self.iters_per_epoch)
+        self.max_iter = self.max_epoch * self.iters_per_epoch
         ret = super().build_hooks()
         for h in ret:  # FastReID hard-codes a 200-iteration writer period; CPU runs want more often
             if isinstance(h, hooks.PeriodicWriter):
@@ -108,26 +152,27 @@ class Trainer(DefaultTrainer):
         return results
 
     @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer, iters_per_epoch):
+        return super().build_lr_scheduler(cfg, optimizer, epoch_length(cfg, iters_per_epoch))
+
+    @classmethod
     def build_train_loader(cls, cfg):
-        prepare_cfg(cfg)
         logger.info("Prepare training set")
         return data_build.build_train_loader(cfg)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        prepare_cfg(cfg)
         return data_build.build_test_loader(cfg, dataset_name)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_dir=None):
         fn = _EVALUATOR_BUILDERS.get(cfg.MODEL.META_ARCHITECTURE)
         built = fn(cls, cfg, dataset_name, output_dir) if fn is not None else None
-        return built if built is not None else super().build_evaluator(cfg, dataset_name, output_dir)
+        loader, evaluator = built if built is not None else super().build_evaluator(cfg, dataset_name, output_dir)
+        from ..evaluation.extra_ranks import with_extra_ranks  # Rank-20 next to FastReID's Rank-1/5/10
 
-    @classmethod
-    def test(cls, cfg, model):
-        prepare_cfg(cfg)
-        return super().test(cfg, model)
+        return loader, with_extra_ranks(evaluator)
+
 
 
 def _flat(results):

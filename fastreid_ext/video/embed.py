@@ -44,6 +44,23 @@ def torchreid_osnet_cfg(weights: str, arch: str = "osnet_x0_25", device: str = "
                                              "MODEL.BACKBONE.PRETRAIN_PATH", str(weights)], device=device)
 
 
+def resize_crops(crops: Sequence[np.ndarray], masks: Optional[Sequence[Optional[np.ndarray]]], size_hw):
+    """RGB uint8 crops -> float (N, 3, H, W) 0..255, bicubic as FastReID's test transform (``T.Resize(size,
+    interpolation=3)``); masks -> (N, 1, H, W) in [0, 1] (bilinear; ``None`` entries: the whole crop), or None."""
+    h, w = size_hw
+    imgs = np.stack([np.asarray(Image.fromarray(np.asarray(c, dtype=np.uint8)).resize((w, h), Image.BICUBIC))
+                     for c in crops]).astype(np.float32)
+    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous()
+    if masks is None:
+        return x, None
+    ms = []
+    for m, c in zip(masks, crops):
+        if m is None:
+            m = np.ones(np.asarray(c).shape[:2], np.float32)
+        ms.append(np.asarray(Image.fromarray(np.asarray(m, np.float32), mode="F").resize((w, h), Image.BILINEAR)))
+    return x, torch.from_numpy(np.stack(ms)[:, None].astype(np.float32)).clamp_(0, 1)
+
+
 class ReidEmbedder:
     """Builds the model of ``cfg`` (``MODEL.WEIGHTS`` loaded with FastReID's ``Checkpointer`` when set)
     and embeds RGB uint8 crops resized to ``INPUT.SIZE_TEST`` (bicubic, as FastReID's test transform).
@@ -81,19 +98,8 @@ class ReidEmbedder:
         self._warned = False
 
     def preprocess(self, crops: Sequence[np.ndarray], masks: Optional[Sequence[Optional[np.ndarray]]] = None):
-        """Crops -> float (N, 3, H, W) 0..255 and masks -> (N, 1, H, W) (or None)."""
-        h, w = self.size_hw
-        imgs = np.stack([np.asarray(Image.fromarray(np.asarray(c, dtype=np.uint8)).resize((w, h), Image.BICUBIC))
-                         for c in crops]).astype(np.float32)
-        x = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous()
-        if masks is None:
-            return x, None
-        ms = []
-        for m, c in zip(masks, crops):
-            if m is None:
-                m = np.ones(np.asarray(c).shape[:2], np.float32)
-            ms.append(np.asarray(Image.fromarray(np.asarray(m, np.float32), mode="F").resize((w, h), Image.BILINEAR)))
-        return x, torch.from_numpy(np.stack(ms)[:, None].astype(np.float32)).clamp_(0, 1)
+        """Crops -> float (N, 3, H, W) 0..255 and masks -> (N, 1, H, W) (or None): :func:`resize_crops`."""
+        return resize_crops(crops, masks, self.size_hw)
 
     @torch.no_grad()
     def embed_tensor(self, x: torch.Tensor, m: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -127,8 +133,21 @@ class ReidEmbedder:
 
 def build_embedder(config_file: Optional[str] = None, opts: Sequence[str] = (), weights: Optional[str] = None,
                    torchreid_weights: Optional[str] = None, torchreid_arch: str = "osnet_x0_25",
-                   device: str = "cpu", batch_size: int = 32, fill: str = "zero") -> ReidEmbedder:
-    """A FastReID config (+ ``MODEL.WEIGHTS``), or torchreid OSNet weights through the bridge."""
+                   device: str = "cpu", batch_size: int = 32, fill: str = "zero", onnx: Optional[str] = None,
+                   threads: int = 0):
+    """A FastReID config (+ ``MODEL.WEIGHTS``), or torchreid OSNet weights through the bridge; with ``onnx`` (a file
+    exported by ``tools/export_onnx.py``) an onnxruntime embedder (:class:`fastreid_ext.deploy.ort_embedder.
+    OrtEmbedder`), refused when a config / weights given with it describe another model."""
+    if onnx:
+        from ..deploy.ort_embedder import OrtEmbedder
+
+        emb = OrtEmbedder(onnx, threads=threads, batch_size=batch_size, fill=fill)
+        if torchreid_weights or config_file:
+            ref = build_embedder(config_file, opts, weights, torchreid_weights, torchreid_arch, device, batch_size,
+                                 fill)
+            emb.net.check_matches(ref.cfg, ref.model)
+            emb.cfg = ref.cfg
+        return emb
     if torchreid_weights:
         cfg = torchreid_osnet_cfg(torchreid_weights, torchreid_arch, device)
         cfg.merge_from_list(list(opts))
