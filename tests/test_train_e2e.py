@@ -97,3 +97,29 @@ def test_every_shipped_config_loads():
         cfg = fastreid_ext.get_cfg()
         cfg.merge_from_file(f)
         assert cfg.MODEL.META_ARCHITECTURE
+
+
+def test_every_config_path_named_in_a_readme_exists_and_loads():
+    """Users copy config paths from the READMEs: each one named there must exist and load."""
+    import glob
+    import re
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    readmes = [os.path.join(root, "README.md")] + glob.glob(os.path.join(root, "projects", "*", "README.md")) \
+        + glob.glob(os.path.join(root, "docs", "*.md"))
+    named = set()
+    for md in readmes:
+        for m in re.finditer(r"(?<![A-Za-z0-9_/.-])((?:projects|configs)/[A-Za-z0-9_./-]+?\.yml)",
+                             open(md, encoding="utf-8").read()):
+            path = m.group(1)
+            # ours only: configs/<one of our folders or files>, projects/<Method>/... (docs also quote mmpose's)
+            if path.startswith("configs/") and path.split("/")[1] not in os.listdir(os.path.join(root, "configs")):
+                continue
+            named.add(path)
+    assert len(named) >= 10, sorted(named)
+    missing = sorted(p for p in named if not os.path.isfile(os.path.join(root, p)))
+    assert not missing, f"config paths named in a README that do not exist: {missing}"
+    for p in sorted(named):
+        cfg = fastreid_ext.get_cfg()
+        cfg.merge_from_file(os.path.join(root, p))
+        assert cfg.MODEL.META_ARCHITECTURE, p
