@@ -422,6 +422,63 @@ def remove_pose_hook() -> None:
         sys.meta_path.remove(_POSE_HOOK)
 
 
+def _is_ext_cfg(cfg) -> bool:
+    """A config built with fastreid_ext's keys (``fastreid_ext.get_cfg()`` or ``add_fastreid_ext_config``)."""
+    datasets = getattr(cfg, "DATASETS", None)
+    return datasets is not None and "ANNOTATIONS" in datasets and "SYNTHPED" in datasets
+
+
+def _refuse_own_trainer_methods(cfg) -> None:
+    from .engine.trainer import Trainer, trainer_class
+
+    cls = trainer_class(cfg)
+    if cls is not Trainer:
+        raise RuntimeError(
+            f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE} needs its own trainer ({cls.__name__}: e.g. MMT "
+            f"clusters the target domain before the first epoch), which FastReID's DefaultTrainer cannot replace. "
+            f"In your train_net.py build the trainer with `from fastreid_ext.engine import build_trainer; trainer = "
+            f"build_trainer(cfg)` instead of `DefaultTrainer(cfg)`, or use fastreid_ext's tools/train_net.py.")
+
+
+@_patch("loaders_with_annotations", "fastreid",
+        "FastReID's build_reid_*_loader ignore DATASETS.ANNOTATIONS and SynthPed options: configs of ours under "
+        "FastReID's own DefaultTrainer would get batches without keypoints/masks")
+def _loaders_with_annotations() -> bool:
+    import fastreid.data as fdata
+    import fastreid.data.build as fbuild
+    import fastreid.engine.defaults as fdefaults
+
+    if getattr(fbuild.build_reid_train_loader, "__fastreid_ext_patched__", False):
+        return False
+    orig_train, orig_test = fbuild.build_reid_train_loader, fbuild.build_reid_test_loader
+
+    def build_reid_train_loader(*args, **kwargs):
+        cfg = args[0] if args else kwargs.get("cfg")
+        if _is_ext_cfg(cfg) and len(args) <= 1 and "train_set" not in kwargs:
+            from .data.build import build_train_loader
+
+            _refuse_own_trainer_methods(cfg)
+            return build_train_loader(cfg)
+        return orig_train(*args, **kwargs)
+
+    def build_reid_test_loader(*args, **kwargs):
+        cfg = args[0] if args else kwargs.get("cfg")
+        if _is_ext_cfg(cfg) and "test_set" not in kwargs:
+            from .data.build import build_test_loader
+
+            name = kwargs.get("dataset_name", args[1] if len(args) > 1 else None)
+            return build_test_loader(cfg, name)
+        return orig_test(*args, **kwargs)
+
+    for fn, orig in ((build_reid_train_loader, orig_train), (build_reid_test_loader, orig_test)):
+        functools.update_wrapper(fn, orig)
+        fn.__fastreid_ext_patched__ = True
+    for mod in (fbuild, fdata, fdefaults):
+        mod.build_reid_train_loader = build_reid_train_loader
+        mod.build_reid_test_loader = build_reid_test_loader
+    return True
+
+
 @_patch("pose_stack", "pose",
         "mmcv-lite has no compiled mmcv.ops (mmcv cannot be built against torch>=2.5) and mmpose imports it")
 def _pose() -> bool:
