@@ -12,6 +12,8 @@ import fastreid_ext
 from fastreid_ext.data import build as data_build
 from fastreid_ext.engine import Trainer, build_trainer, seed_from_config, trainer_class
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 TINY = ["MODEL.DEVICE", "cpu", "INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]",
         "INPUT.PADDING.SIZE", "2", "DATASETS.SYNTHPED.PRESET", "tiny", "SOLVER.IMS_PER_BATCH", "16",
         "DATALOADER.NUM_WORKERS", "0", "DATALOADER.NUM_INSTANCE", "4", "SOLVER.WARMUP_ITERS", "2",
@@ -145,3 +147,22 @@ def test_loader_class_follows_model_device(datasets_root):
     assert data_build.uses_cuda_loader(cfg) == torch.cuda.is_available()
     if torch.cuda.is_available():
         assert isinstance(data_build.build_test_loader(cfg, "SynthPedA")[0], DataLoaderX)
+
+
+@pytest.mark.parametrize("opts,match", [
+    (["SOLVER.IMS_PER_BATCH", "15"], "multiple of DATALOADER.NUM_INSTANCE"),
+    (["SOLVER.IMS_PER_BATCH", "30"], "use SOLVER.IMS_PER_BATCH 28 or 32"),
+    (["SOLVER.IMS_PER_BATCH", "4000"], "larger than the training set"),
+    (["SOLVER.IMS_PER_BATCH", "100", "DATALOADER.NUM_INSTANCE", "1"], "identities per batch"),
+])
+def test_sampler_constraints_are_checked_before_training(opts, match, datasets_root):
+    """Settings FastReID's identity samplers cannot serve (they would spin forever) fail at once, saying what to
+    change."""
+    from fastreid_ext.data.build import build_train_loader
+
+    cfg = fastreid_ext.get_cfg()
+    cfg.merge_from_file(os.path.join(ROOT, "configs/SynthPed/bagtricks_R18.yml"))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "DATASETS.SYNTHPED.PRESET", "tiny", "DATALOADER.NUM_WORKERS", "0",
+                         "INPUT.SIZE_TRAIN", "[64, 32]"] + opts)
+    with pytest.raises(ValueError, match=match):
+        build_train_loader(cfg)

@@ -103,6 +103,36 @@ def sampler_seed(cfg, offset: int = 0) -> Optional[int]:
     return int(cfg.SEED) + int(offset) if cfg.SEED >= 0 else None
 
 
+def check_sampler_constraints(cfg, train_set) -> None:
+    """Refuse, before training starts, the batch settings FastReID's samplers cannot serve: with them its identity
+    samplers loop forever looking for a batch (``IMS_PER_BATCH`` not a multiple of ``NUM_INSTANCE``, more ids per
+    batch than the set has) and a batch larger than the set divides by zero."""
+    world = comm.get_world_size()
+    total, k, name = int(cfg.SOLVER.IMS_PER_BATCH), int(cfg.DATALOADER.NUM_INSTANCE), cfg.DATALOADER.SAMPLER_TRAIN
+    n = len(train_set)
+    if total <= 0 or total % world:
+        raise ValueError(f"SOLVER.IMS_PER_BATCH {total} must be a positive multiple of the number of processes "
+                         f"({world})")
+    mini = total // world
+    if n == 0:
+        raise ValueError(f"the training set {tuple(cfg.DATASETS.NAMES)} is empty")
+    if mini > n:
+        raise ValueError(f"a batch of {mini} images per process (SOLVER.IMS_PER_BATCH {total} over {world} "
+                         f"process(es)) is larger than the training set ({n} images): lower SOLVER.IMS_PER_BATCH")
+    if name in ("NaiveIdentitySampler", "BalancedIdentitySampler", "SetReWeightSampler"):
+        if k <= 0 or mini % k:
+            lower, upper = (mini // k) * k if k > 0 else 0, ((mini // k) + 1) * k if k > 0 else 0
+            raise ValueError(
+                f"{name} builds batches of P identities x K images: the per-process batch {mini} "
+                f"(SOLVER.IMS_PER_BATCH {total} / {world} process(es)) must be a multiple of DATALOADER.NUM_INSTANCE "
+                f"{k}; use SOLVER.IMS_PER_BATCH {lower * world or k * world} or {upper * world}, or change NUM_INSTANCE")
+        ids = len({item[1] for item in train_set.img_items})
+        if mini // k > ids:
+            raise ValueError(f"{name} needs {mini // k} identities per batch (SOLVER.IMS_PER_BATCH {total} / "
+                             f"NUM_INSTANCE {k}) but the training set has {ids}: lower SOLVER.IMS_PER_BATCH to at most "
+                             f"{ids * k * world}")
+
+
 def build_train_sampler(cfg, train_set, seed: Optional[int] = None):
     """FastReID's training sampler named by ``DATALOADER.SAMPLER_TRAIN`` over ``train_set``; ``seed`` (default
     :func:`sampler_seed`) must be the same in every process (each process takes its own share)."""
@@ -110,6 +140,7 @@ def build_train_sampler(cfg, train_set, seed: Optional[int] = None):
     seed = sampler_seed(cfg) if seed is None else int(seed)
     mini_batch = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
     k = cfg.DATALOADER.NUM_INSTANCE
+    check_sampler_constraints(cfg, train_set)
     logger.info("Using training sampler %s (seed %s)", name, "shared random" if seed is None else seed)
     if name == "TrainingSampler":
         return samplers.TrainingSampler(len(train_set), seed=seed)
