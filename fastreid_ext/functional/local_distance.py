@@ -10,7 +10,8 @@ pooling of the N x C x H x W map with a 1 x W window, HPLF Sec. 2.2). For two im
   down (AlignedReID, Zhang et al. 2017, Eq. 1: ``S[i, j] = min(S[i-1, j], S[i, j-1]) + D[i, j]``),
   or optionally the mean of the aligned (same index) stripe distances ``1/K sum_k D[k, k]``;
 * TriHard loss on it (HPLF Eq. 3): ``1/(PK) sum_a [max_p d(a, p) - min_n d(a, n) + alpha]_+``, the hardest
-  positive / negative being mined with the global distance (AlignedReID) or with the local distance itself.
+  positive / negative being mined with the local distance itself (HPLF Sec. 2.1: each branch builds its own hard
+  triplets) or with a given distance, e.g. the global one (AlignedReID).
 
 Documented property (kept on purpose, as in AlignedReID): the right/down path visits ``m + n - 1`` cells, so
 for identical inputs it must leave the zero diagonal ``K - 1`` times and ``d(x, x) > 0`` as soon as the
@@ -68,7 +69,12 @@ def horizontal_pool(feat: torch.Tensor, num_stripes: int = 0, mode: str = "avg")
 
 
 def normalize_distance(d: torch.Tensor) -> torch.Tensor:
-    """AlignedReID's element-wise normalisation ``(e^d - 1) / (e^d + 1) = tanh(d / 2)``, maps [0, inf) to [0, 1)."""
+    """AlignedReID's element-wise normalisation ``(e^d - 1) / (e^d + 1) = tanh(d / 2)``, maps [0, inf) to [0, 1).
+
+    It saturates: the slope ``(1 - tanh^2(d/2)) / 2`` is 0.5 at d = 0 and below 0.01 from d = 5.3 on (where the
+    value passes 0.99). Stripe features whose typical distance is larger (e.g. 128-d BN + ReLU outputs, ~9 apart)
+    give a local distance, and a local TriHard loss, that neither varies nor back-propagates; L2-normalised stripes
+    keep d in [0, 2] (projects/HPLF/README.md)."""
     return torch.tanh(0.5 * d)
 
 

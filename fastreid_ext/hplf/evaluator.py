@@ -2,10 +2,19 @@
 
 The HPLF model with ``MODEL.HPLF.TEST_LOCAL`` returns ``[global feature | K stripes x C_local]`` per image
 (one tensor, so flip-test averaging keeps working). :class:`HPLFEvaluator` hands the global part to
-FastReID's ``ReidEvaluator`` (same keys and numbers as without the option), then ranks with
-``d = d_global + w * d_local`` (AlignedReID's test distance; ``d_local`` the shortest-path local distance)
-and with ``d_local`` alone, using FastReID's ``evaluate_rank``. Extra keys: ``GL/Rank-k``, ``GL/mAP``,
-``GL/mINP`` (global + local) and ``L/...`` (local only).
+FastReID's ``ReidEvaluator`` (same keys and numbers as without the option: the global feature of
+``MODEL.HPLF.TEST_FEAT`` ranked with ``TEST.METRIC``, the paper's protocol with ``before`` + ``euclidean``,
+HPLF Sec. 3.2), then ranks with the global + local distance (AlignedReID's test distance; ``d_local`` the
+shortest-path local distance) and with ``d_local`` alone, using FastReID's ``evaluate_rank``. Extra keys:
+``GL/Rank-k``, ``GL/mAP``, ``GL/mINP`` (global + local) and ``L/...`` (local only), k = 1, 5, 10, 20 (the
+paper's Tables 2 and 4 report Rank-20).
+
+The two distances live on different scales: ``d_local`` over 0 .. 2K-1 (K stripes, normalised stripe
+distances below 1 on a path of at most 2K-1 cells), FastReID's cosine distance over 0 .. 2, its (squared)
+Euclidean distance unbounded. ``MODEL.HPLF.TEST_LOCAL_NORM mean`` divides each matrix by its mean over
+query x gallery before ``d = d_global / mean(d_global) + w * d_local / mean(d_local)`` (each term keeps its own
+ranking; ``w = MODEL.HPLF.TEST_LOCAL_WEIGHT`` then weighs terms of equal average size); ``none`` is AlignedReID's
+raw ``d_global + w * d_local``.
 
 The local distance is computed block by block (:func:`fastreid_ext.functional.local_distance.
 local_distance_matrix`): a block holds ``MODEL.HPLF.TEST_BLOCK_ELEMS`` stripe distances, so a 3,000 x
@@ -28,20 +37,43 @@ from fastreid.utils.compute_dist import build_dist
 
 from ..engine.trainer import register_evaluator
 from ..functional.local_distance import local_distance_matrix
+from .config import TEST_LOCAL_NORMS
+from .meta_arch import global_test_dim, local_feature_dim
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HPLFEvaluator", "global_dim", "local_dim"]
+__all__ = ["HPLFEvaluator", "RANKS", "combine_distances", "global_dim", "local_dim"]
+
+#: CMC ranks reported for the GL/ and L/ rankings (HPLF Tables 2 and 4: Rank-1, 5, 10, 20)
+RANKS = (1, 5, 10, 20)
+
+global_dim = global_test_dim  # size of the global test feature (``MODEL.HPLF.TEST_FEAT``)
+local_dim = local_feature_dim  # channels of one stripe feature
 
 
-def global_dim(cfg) -> int:
-    """Size of the global (BN-neck) test feature of FastReID's ``EmbeddingHead``."""
-    return cfg.MODEL.HEADS.EMBEDDING_DIM if cfg.MODEL.HEADS.EMBEDDING_DIM > 0 else cfg.MODEL.BACKBONE.FEAT_DIM
-
-
-def local_dim(cfg) -> int:
-    """Channels of one stripe feature of the HPLF local branch."""
-    return cfg.MODEL.HPLF.LOCAL_DIM if cfg.MODEL.HPLF.LOCAL_DIM > 0 else cfg.MODEL.BACKBONE.FEAT_DIM
+def combine_distances(d_global: np.ndarray, d_local: np.ndarray, weight: float = 1.0,
+                      norm: str = "mean", inplace: bool = False) -> np.ndarray:
+    """Global + local test distance. ``norm="mean"``: ``d_g / mean(d_g) + w * d_l / mean(d_l)`` (a matrix with zero
+    mean is left unscaled); ``"none"``: ``d_g + w * d_l`` (AlignedReID). ``inplace``: reuse ``d_global`` (a float32
+    array) for the result; the sum runs over row blocks, so no other (Nq, Ng) temporary is made."""
+    if norm not in TEST_LOCAL_NORMS:
+        raise ValueError(f"MODEL.HPLF.TEST_LOCAL_NORM must be one of {TEST_LOCAL_NORMS}, got {norm!r}")
+    out = np.asarray(d_global, dtype=np.float32)
+    if not (inplace and out is d_global):
+        out = out.copy()
+    d_local = np.asarray(d_local, dtype=np.float32)
+    f_global, f_local = 1.0, float(weight)
+    if norm == "mean":
+        sg = float(np.mean(out, dtype=np.float64)) if out.size else 0.0
+        sl = float(np.mean(d_local, dtype=np.float64)) if d_local.size else 0.0
+        f_global = 1.0 / sg if sg > 0 else 1.0
+        f_local = float(weight) / sl if sl > 0 else float(weight)
+    for i in range(0, len(out), 1024):
+        blk = out[i:i + 1024]
+        if f_global != 1.0:
+            blk *= np.float32(f_global)
+        blk += np.float32(f_local) * d_local[i:i + 1024]
+    return out
 
 
 class HPLFEvaluator(ReidEvaluator):
@@ -53,6 +85,10 @@ class HPLFEvaluator(ReidEvaluator):
         self._ldim = local_dim(cfg)
         h = cfg.MODEL.HPLF
         self._weight = float(h.TEST_LOCAL_WEIGHT)
+        if h.TEST_LOCAL_NORM not in TEST_LOCAL_NORMS:
+            raise ValueError(f"MODEL.HPLF.TEST_LOCAL_NORM must be one of {TEST_LOCAL_NORMS}, got "
+                             f"{h.TEST_LOCAL_NORM!r}")
+        self._norm = h.TEST_LOCAL_NORM
         self._method = h.DISTANCE
         self._normalize = bool(h.NORMALIZE_DIST)
         self._block = int(h.TEST_BLOCK_ELEMS)
@@ -63,7 +99,8 @@ class HPLFEvaluator(ReidEvaluator):
         if outputs.dim() != 2 or extra <= 0 or extra % self._ldim:
             raise ValueError(
                 f"HPLFEvaluator expects model outputs [global ({self._gdim}) | K x {self._ldim} local], got "
-                f"{tuple(outputs.shape)}; is MODEL.HPLF.TEST_LOCAL on and the model an HPLF?")
+                f"{tuple(outputs.shape)}; is MODEL.HPLF.TEST_LOCAL on, the model an HPLF, and "
+                f"MODEL.HPLF.TEST_FEAT ({self.cfg.MODEL.HPLF.TEST_FEAT}) the model's?")
         self._predictions.append({
             "feats": outputs[:, :self._gdim].contiguous(),
             "local": outputs[:, self._gdim:].reshape(len(outputs), -1, self._ldim).contiguous(),
@@ -94,7 +131,7 @@ class HPLFEvaluator(ReidEvaluator):
         d_local = d_local.numpy()
         d_global = build_dist(feats[:nq], feats[nq:], self.cfg.TEST.METRIC)  # float32 numpy (q x g)
         del feats
-        d_global += self._weight * d_local  # in place: global + w * local
+        d_global = combine_distances(d_global, d_local, self._weight, self._norm, inplace=True)
         args = (pids[:nq], pids[nq:], camids[:nq], camids[nq:])
         for prefix, dist in (("GL/", d_global), ("L/", d_local)):
             results.update(self._metrics(dist, *args, prefix=prefix))
@@ -107,8 +144,8 @@ class HPLFEvaluator(ReidEvaluator):
 
         cmc, all_ap, all_inp = evaluate_rank(dist, q_pids, g_pids, q_camids, g_camids)
         out = OrderedDict()
-        for r in (1, 5, 10):
-            out[f"{prefix}Rank-{r}"] = float(cmc[r - 1] * 100)
+        for r in RANKS:
+            out[f"{prefix}Rank-{r}"] = float(cmc[min(r, len(cmc)) - 1] * 100)  # a gallery under r: CMC at its end
         out[f"{prefix}mAP"] = float(np.mean(all_ap) * 100)
         out[f"{prefix}mINP"] = float(np.mean(all_inp) * 100)
         return out

@@ -5,9 +5,12 @@ an instance segmenter removed.
 
 What is the method and where it lives:
 
-* joint training: FastReID's ``DATASETS.NAMES`` list (Market1501 + CUHK03 + MSMT17 in the paper);
-  FastReID's datasets (and SynthPed) prefix training pids/camids with the dataset name, so identities
-  of different datasets never merge and the classifier has ``sum of ids`` classes;
+* joint training: FastReID's ``DATASETS.NAMES`` list (Market1501 + CUHK03 + MSMT17 in the paper) with
+  ``DATASETS.COMBINEALL True``: the paper's ~175k images (Sec. 4.2, Table 5) are the three datasets' train +
+  query + gallery (169,961 images with FastReID's loaders; the train splits alone are 50,552). FastReID's
+  datasets (and SynthPed) prefix training pids/camids with the dataset name (query/gallery ones with
+  ``<dataset>_test_``), so identities of different datasets never merge and the classifier has ``sum of ids``
+  classes;
 * IBN-a: ``MODEL.BACKBONE.WITH_IBN True`` (FastReID's ResNet, 18x/34x/50x/101x);
 * no random erasing: ``INPUT.REA.ENABLED False``;
 * background removal: this meta-architecture. Each image is multiplied by its person mask

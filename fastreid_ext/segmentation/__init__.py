@@ -5,5 +5,5 @@ are written in the layout of :mod:`fastreid_ext.data.annotations` (``masks/<rel>
 from .backends import (BACKENDS, FileMaskImporter, MaskBackend, MediaPipeSegmenter,  # noqa: F401
                        TorchvisionMaskRCNN, build_segmenter, resize_mask)
 from ..utils.extraction import list_images  # noqa: F401  (the image list the mask tool walks)
-from .extract import (ExtractStats, copy_other_files, extract_masks, mask_path_for,  # noqa: F401
-                      write_masked_copies, write_masked_dataset)
+from .extract import (ExtractStats, MaskedCopyStats, copy_other_files, extract_masks,  # noqa: F401
+                      mask_path_for, write_masked_copies, write_masked_dataset)

@@ -9,13 +9,25 @@ Zhang & Wu, "Person re-identification based on multiple deep learning methods", 
     python tools/extract_masks.py --root DIR --backend torchvision --checkpoint maskrcnn_resnet50_fpn_coco.pth
     # import existing masks (PNG/NPY, any folder, matched by file name), resized and binarised
     python tools/extract_masks.py --root DIR --backend import --source OTHER_MASKS/
-    # background-removed copies of the images for a plain FastReID (no fastreid_ext mask path)
+    # background-removed copies of the images for a plain FastReID (no fastreid_ext mask path):
+    #   --root DIR: OUT is a masked copy of DIR; --dataset NAME: OUT is a new $FASTREID_DATASETS holding the
+    #   dataset's folder (FastReID's layout: Market-1501-v15.09.15/, cuhk03/, MSMT17_V2/, DukeMTMC-reID/ ...)
     python tools/extract_masks.py --root DIR --backend mediapipe --write-masked OUT_ROOT/Market-1501-v15.09.15
+    python tools/extract_masks.py --dataset CUHK03 --backend mediapipe --write-masked /data/masked
+    FASTREID_DATASETS=/data/masked python tools/train_net.py ...     # a plain FastReID reads the masked copy
 
 Masks are written one by one and atomically: interrupt it at any time; rerunning skips every mask
 already written (``--overwrite`` recomputes). Images with no person found get no mask and are listed in
 ``masks/_no_person.txt``; at training time ``DATASETS.ANNOTATIONS.ON_MISSING`` decides (``error``: clear
 error naming the image; ``empty``: logged, image used unmasked). SynthPed ships exact masks: nothing to do.
+
+``--write-masked`` copies such images unmasked, counts them and warns (``--on-missing error``: stop at the first
+one instead); every other file and folder of the dataset is copied too, and JSON split files (FastReID's CUHK03
+keeps each image's full path in them) get their paths moved to the copy, so FastReID reads the masked images.
+With ``--dataset`` the images are everything FastReID's class loads for that dataset with or without
+``DATASETS.COMBINEALL``: train, query, gallery and MSMT17's ``list_val``; CUHK03 is FastReID's default split
+(labeled, new protocol: FastReID 1.4.0's configs cannot choose another). Its masks go to ``masks/`` in the
+dataset's folder (``cuhk03/masks/images_labeled/...``), where the loader finds them.
 """
 from __future__ import annotations
 
@@ -25,7 +37,7 @@ import os
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-__all__ = ["build_parser", "dataset_images", "build_backend", "main"]
+__all__ = ["build_parser", "dataset_images", "dataset_folder", "build_backend", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,24 +66,50 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("import")
     g.add_argument("--source", default=None, help="folder of existing PNG/NPY masks")
     g = p.add_argument_group("masked copies (plain FastReID)")
-    g.add_argument("--write-masked", default=None, metavar="OUT_DIR",
-                   help="also write background-removed copies of the images (and copy the other files)")
+    g.add_argument("--write-masked", default=None, metavar="OUT",
+                   help="also write background-removed copies of the images (and copy the other files): with "
+                        "--root DIR, OUT is the copy of DIR; with --dataset NAME, OUT is a new datasets root "
+                        "(FASTREID_DATASETS=OUT) holding the dataset's folder under its usual name")
     g.add_argument("--fill", default="zero", choices=["zero", "mean", "blur"])
-    g.add_argument("--on-missing", default="error", choices=["error", "copy"],
-                   help="--write-masked for an image without mask: fail, or copy it unmasked")
+    g.add_argument("--on-missing", default="copy", choices=["copy", "error"],
+                   help="--write-masked for an image without mask (no person found): copy it unmasked, counted "
+                        "and warned (default), or stop with an error")
     return p
 
 
 def dataset_images(name: str) -> Tuple[List[str], str]:
-    """``(image paths, common root)`` of a registered dataset (train + query + gallery)."""
+    """``(image paths, dataset folder)`` of a registered dataset: every image FastReID's class loads (train,
+    query, gallery, and what ``combineall`` adds, e.g. MSMT17's ``list_val``) and :func:`dataset_folder`."""
     from ..data.build import build_dataset
 
-    data = build_dataset(name)
+    data = build_dataset(name, combineall=True)
     paths = sorted({it[0] for it in list(data.train) + list(data.query) + list(data.gallery)})
     if not paths:
         raise SystemExit(f"dataset {name} has no images")
-    root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
-    return paths, root
+    return paths, dataset_folder(data, paths)
+
+
+def dataset_folder(data, paths: Sequence[str], datasets_root: Optional[str] = None) -> str:
+    """The folder of a dataset under ``datasets_root`` (default ``$FASTREID_DATASETS``) that holds all its images:
+    the deepest of the dataset object's ``data_dir`` / ``dataset_dir`` strictly below the root that contains every
+    image (Market-1501-v15.09.15, cuhk03, DukeMTMC-reID, ...), else the root's child on the way to the images
+    (MSMT17_V2: FastReID's MSMT17 keeps the root itself as ``dataset_dir``), else the images' common folder."""
+    from ..data.build import datasets_root as default_root
+
+    root = os.path.abspath(datasets_root or default_root())
+    common = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
+
+    def below_root(d):
+        return d != root and d.startswith(root + os.sep)
+
+    cands = [os.path.abspath(d) for d in (getattr(data, "data_dir", None), getattr(data, "dataset_dir", None))
+             if isinstance(d, str) and d]
+    cands = [d for d in cands if below_root(d) and (common == d or common.startswith(d + os.sep))]
+    if cands:
+        return max(cands, key=len)
+    if below_root(common):
+        return os.path.join(root, os.path.relpath(common, root).split(os.sep)[0])
+    return common
 
 
 def build_backend(args: argparse.Namespace, image_root: str):
@@ -115,9 +153,22 @@ def main(argv: Optional[Sequence[str]] = None):
     print(stats, flush=True)
     if args.write_masked:
         mask_root = Path(args.out) if args.out else Path(root) / "masks"
-        n, copied = write_masked_dataset(images, root, args.write_masked, mask_root, fill=args.fill,
-                                         on_missing=args.on_missing, progress=not args.no_progress)
-        print(f"{n} background-removed images written to {args.write_masked} ({copied} other files copied)")
+        out = os.path.abspath(args.write_masked)
+        if args.dataset:  # OUT is a datasets root: the dataset's folder keeps its name and place under it
+            from ..data.build import datasets_root
+
+            base = os.path.abspath(datasets_root())
+            rel = os.path.relpath(root, base)
+            out = os.path.join(out, rel if not rel.startswith("..") else os.path.basename(root))
+        try:
+            copy_stats = write_masked_dataset(images, root, out, mask_root, fill=args.fill,
+                                              on_missing=args.on_missing, progress=not args.no_progress)
+        except FileNotFoundError as e:
+            raise SystemExit(f"error: {e}")
+        print(f"{copy_stats} -> {out}", flush=True)
+        if args.dataset:
+            print(f"a plain FastReID reads it with FASTREID_DATASETS={os.path.abspath(args.write_masked)}", flush=True)
+        stats.masked_copy = copy_stats
     return stats
 
 

@@ -36,6 +36,7 @@ class ExtractStats:
     skipped: int = 0
     no_person: List[str] = field(default_factory=list)
     seconds: float = 0.0
+    masked_copy: Optional["MaskedCopyStats"] = None  # set by the command line's --write-masked
 
     def __str__(self):
         return (f"{self.written} masks written, {self.skipped} already there (skipped), "
@@ -159,17 +160,40 @@ def extract_masks(images: Iterable[str | os.PathLike], image_root: str | os.Path
     return stats
 
 
+@dataclass
+class MaskedCopyStats:
+    """What :func:`write_masked_dataset` did: background-removed images ``written``, images copied ``unmasked``
+    (no mask: no person found; ``on_missing="copy"``), images ``skipped`` (already in the copy), other files
+    ``copied``, JSON files whose paths were ``rewritten`` to the copy."""
+    written: int = 0
+    unmasked: List[str] = field(default_factory=list)
+    skipped: int = 0
+    copied: int = 0
+    rewritten: int = 0
+
+    def __str__(self):
+        return (f"{self.written} background-removed images written, {len(self.unmasked)} copied unmasked (no "
+                f"mask), {self.skipped} already there, {self.copied} other files copied ({self.rewritten} JSON "
+                f"files with paths moved to the copy)")
+
+
 def write_masked_copies(images: Iterable[str | os.PathLike], image_root: str | os.PathLike, out_dir: str | os.PathLike,
                         mask_root: Optional[str | os.PathLike] = None, fill: str = "zero",
                         pixel_mean: Sequence[float] = (0.485 * 255, 0.456 * 255, 0.406 * 255),
-                        blur_kernel: int = 21, on_missing: str = "error", progress: bool = True) -> int:
+                        blur_kernel: int = 21, on_missing: str = "copy", progress: bool = True,
+                        stats: Optional[MaskedCopyStats] = None) -> int:
     """Write background-removed copies of ``images`` to ``out_dir/<rel>`` (same file names), so that a
     plain FastReID (without fastreid_ext's mask path) trains on masked crops: point its dataset root at
-    ``out_dir``. ``on_missing``: ``error`` or ``copy`` (the image unchanged). Returns images written."""
+    ``out_dir``. An image without a mask (the segmenter found no person): ``on_missing="copy"`` (default) writes
+    it unmasked, counts it (``stats.unmasked``) and logs one warning at the end, so every split file that names it
+    stays valid; ``"error"`` raises ``FileNotFoundError`` at the first one. Returns the images written."""
     import torch
 
     from ..functional.background import remove_background
 
+    if on_missing not in ("copy", "error"):
+        raise ValueError(f"on_missing must be 'copy' or 'error', got {on_missing!r}")
+    stats = stats if stats is not None else MaskedCopyStats()
     image_root, out_dir = Path(image_root), Path(out_dir)
     mask_root = Path(mask_root) if mask_root else image_root / MASKS_DIRNAME
     images = [Path(p) for p in images]
@@ -183,6 +207,7 @@ def write_masked_copies(images: Iterable[str | os.PathLike], image_root: str | o
         rel = Path(os.path.relpath(p.resolve(), image_root.resolve()))
         dst = out_dir / rel
         if dst.is_file():
+            stats.skipped += 1
             continue
         mp = mask_root / rel.with_suffix(".png")
         img = _read_rgb(p)
@@ -192,52 +217,99 @@ def write_masked_copies(images: Iterable[str | os.PathLike], image_root: str | o
             x = torch.from_numpy(img.transpose(2, 0, 1).astype(np.float32))[None]
             y = remove_background(x, torch.from_numpy(m)[None, None], fill, pixel_mean, blur_kernel)
             img = y[0].round().clamp(0, 255).byte().numpy().transpose(1, 2, 0)
+            stats.written += 1
         elif on_missing == "error":
-            raise FileNotFoundError(f"no mask for {p} (expected {mp}); run tools/extract_masks.py first or "
-                                    f"use --on-missing copy")
+            raise FileNotFoundError(f"no mask for {p} (expected {mp}); run tools/extract_masks.py first, or use "
+                                    f"--on-missing copy (the default) to copy such images unmasked")
+        else:
+            stats.unmasked.append(str(p))
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_name(f".{dst.name}.tmp{dst.suffix}")
         Image.fromarray(img).save(tmp, quality=95) if dst.suffix.lower() in (".jpg", ".jpeg") \
             else Image.fromarray(img).save(tmp)
         os.replace(tmp, dst)
         n += 1
+    if stats.unmasked:
+        logger.warning("%d of %d images have no mask (no person found) and were copied unmasked to %s, e.g. %s",
+                       len(stats.unmasked), len(images), out_dir, stats.unmasked[0])
     return n
 
 
+def _moved_paths(obj, src: str, dst: str):
+    """``obj`` (parsed JSON) with every string that names a path under ``src`` (absolute, or relative to the
+    current folder) renamed to the same path under ``dst`` (absolute); ``(new obj, number of strings changed)``."""
+    if isinstance(obj, str):
+        if obj and (os.sep in obj or "/" in obj):
+            full = os.path.abspath(obj)
+            if full == src or full.startswith(src + os.sep):
+                return dst + full[len(src):], 1
+        return obj, 0
+    if isinstance(obj, list):
+        pairs = [_moved_paths(v, src, dst) for v in obj]
+        return [v for v, _ in pairs], sum(c for _, c in pairs)
+    if isinstance(obj, dict):
+        pairs = {k: _moved_paths(v, src, dst) for k, v in obj.items()}
+        return {k: v for k, (v, _) in pairs.items()}, sum(c for _, c in pairs.values())
+    return obj, 0
+
+
 def copy_other_files(image_root: str | os.PathLike, out_dir: str | os.PathLike,
-                     mask_root: Optional[str | os.PathLike] = None) -> int:
+                     mask_root: Optional[str | os.PathLike] = None,
+                     stats: Optional[MaskedCopyStats] = None) -> int:
     """Copy every file under ``image_root`` that is not an image (split files, lists, ``.mat``, ...) to
-    ``out_dir/<rel>``, so that ``out_dir`` is a complete dataset folder next to the masked copies of the images.
-    Mask folders (``masks/`` and ``mask_root``) are skipped; files already in ``out_dir`` are kept. Returns the
-    number of files copied."""
+    ``out_dir/<rel>`` and recreate every folder (empty ones too), so that ``out_dir`` is a complete dataset folder
+    next to the masked copies of the images. JSON files that name paths under ``image_root`` (FastReID's CUHK03
+    split files hold each image's full path) get those paths moved to ``out_dir``, so FastReID reads the masked
+    copies, not the originals. Mask folders (``masks/`` and ``mask_root``) are skipped; files already in
+    ``out_dir`` are kept. Returns the number of files copied."""
+    import json
     import shutil
 
     from ..utils.extraction import IMAGE_EXTENSIONS
 
+    stats = stats if stats is not None else MaskedCopyStats()
     image_root, out_dir = Path(image_root).resolve(), Path(out_dir)
+    src, dst_root = str(image_root), os.path.abspath(out_dir)
     skip = {(Path(mask_root) if mask_root else image_root / MASKS_DIRNAME).resolve()}
     copied = 0
     for dirpath, dirnames, files in os.walk(image_root):
         dirnames[:] = sorted(d for d in dirnames
                              if d != MASKS_DIRNAME and (Path(dirpath) / d).resolve() not in skip)
+        (out_dir / Path(dirpath).relative_to(image_root)).mkdir(parents=True, exist_ok=True)
         for f in sorted(files):
             if f.lower().endswith(IMAGE_EXTENSIONS):
                 continue
-            src = Path(dirpath) / f
-            dst = out_dir / src.relative_to(image_root)
-            if not dst.exists():
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, dst)
-                copied += 1
+            src_file = Path(dirpath) / f
+            dst = out_dir / src_file.relative_to(image_root)
+            if dst.exists():
+                continue
+            moved = 0
+            if f.lower().endswith(".json"):
+                try:
+                    data, moved = _moved_paths(json.loads(src_file.read_text()), src, dst_root)
+                except (UnicodeDecodeError, ValueError):
+                    moved = 0
+                if moved:
+                    tmp = dst.with_name(f".{dst.name}.tmp")
+                    tmp.write_text(json.dumps(data))
+                    os.replace(tmp, dst)
+                    stats.rewritten += 1
+            if not moved:
+                shutil.copy2(src_file, dst)
+            copied += 1
+    stats.copied += copied
     return copied
 
 
 def write_masked_dataset(images: Iterable[str | os.PathLike], image_root: str | os.PathLike,
                          out_dir: str | os.PathLike, mask_root: Optional[str | os.PathLike] = None,
-                         fill: str = "zero", on_missing: str = "error", progress: bool = True) -> Tuple[int, int]:
+                         fill: str = "zero", on_missing: str = "copy", progress: bool = True) -> MaskedCopyStats:
     """A background-removed copy of a whole dataset folder for a plain FastReID: the masked ``images``
-    (:func:`write_masked_copies`) plus every other file of ``image_root`` (:func:`copy_other_files`).
-    Returns ``(images written, other files copied)``."""
-    n = write_masked_copies(images, image_root, out_dir, mask_root, fill=fill, on_missing=on_missing,
-                            progress=progress)
-    return n, copy_other_files(image_root, out_dir, mask_root)
+    (:func:`write_masked_copies`; images without a mask copied unmasked and counted, or an error with
+    ``on_missing="error"``) plus every other file and folder of ``image_root`` (:func:`copy_other_files`, JSON
+    paths moved to the copy). Returns the :class:`MaskedCopyStats`."""
+    stats = MaskedCopyStats()
+    write_masked_copies(images, image_root, out_dir, mask_root, fill=fill, on_missing=on_missing,
+                        progress=progress, stats=stats)
+    copy_other_files(image_root, out_dir, mask_root, stats=stats)
+    return stats
