@@ -42,3 +42,16 @@ def _loggers_propagate():
         for h in [h for h in lg.handlers if h not in handlers[n]]:
             lg.removeHandler(h)
             h.close()
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op torch thread: on 2 shared cores, 2 OpenMP threads next to another busy process make small CPU
+    convolutions ~10x slower (spin-waiting); one thread is steady. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -14,12 +14,7 @@ TINY = ["MODEL.DEVICE", "cpu", "INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST"
         "DATASETS.NAMES", '("SynthPedB",)', "DATASETS.TESTS", '("SynthPedB",)']
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_adabn_sets_target_statistics_and_evaluates_a_checkpoint(datasets_root, tmp_path):

@@ -11,12 +11,7 @@ import fastreid_ext
 from .test_multi_branch import build_mmt, mmt_cfg, two_view_batch
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("policy", ["own", "copy"])
