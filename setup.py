@@ -27,6 +27,11 @@ EXTRAS = {
         "json-tricks", "munkres", "scipy", "six", "xtcocotools>=1.12",  # mmpose (six: imported, not declared)
     ],
     "torchreid": ["torchreid==0.2.5", "gdown"],
+    # ONNX export + onnxruntime (fastreid_ext.deploy): onnxscript is what torch.onnx's exporter runs on; onnx 1.23
+    # needs protobuf>=6 (mediapipe 0.10.14 needs 4.x), hence <1.23
+    "deploy": ["onnx>=1.16,<1.23", "onnxscript>=0.3", "onnxruntime>=1.17"],
+    # the video tool's MOT metrics (tracking: deep-sort-realtime, installed --no-deps by tools/install.sh)
+    "video": ["motmetrics>=1.4"],
     "dev": ["pytest>=7", "pytest-timeout"],
 }
 EXTRAS["all"] = sorted({r for v in EXTRAS.values() for r in v})

@@ -7,11 +7,11 @@ the ratio to the Baseline is the median of the per-round ratios.
 
 Variants (``--variants``, default all):
 
-* ``table1``: the paper configs as shipped (Table 1's widths 64/256/512/1024/2048 for ResNet-50, full pointwise
-  1x1s in the reverse blocks, re_layer1 mask, heatmap loss);
-* ``table1-channel``: Table 1's widths, reverse blocks without channel mixing (``MODEL.RBNET.POINTWISE channel``);
+* ``table1-full``: Table 1's widths 64/256/512/1024/2048 for ResNet-50 (``GROUPING heads``), textbook
+  depthwise-separable blocks with full pointwise 1x1s (``POINTWISE full``), re_layer1 mask, heatmap loss;
+* ``table1-channel``: the same without channel mixing inside the blocks (``POINTWISE channel``);
 * ``reduced``: the reduced, 17-grouped reverse path (``GROUPING all``, ``WIDTH_MULT 0.25``: 68/68/136/255/510);
-* ``fusion``: ``table1`` + the Section 1.1 step 3 fusion into backbone 2 at conv1 and layer1;
+* ``fusion``: the paper configs as shipped + the Section 1.1 step 3 fusion into backbone 2 at conv1 and layer1;
 * ``floor``: the cheapest RBNet (``conv1`` mask from the reduced path, no heatmap loss): essentially the
   Baseline plus backbone 2, the method's floor.
 
@@ -20,6 +20,10 @@ images and keypoints), inference (eval forward, ms per image, ``TEST_FEATURE bac
 ``backbone1`` / ``concat`` for the first) and, with ``--breakdown``, the per-part forward + backward time of the
 first variant: each part run alone on inputs of its real shapes (captured from one training forward), so the
 parts add up to about one iteration less the optimizer step.
+
+Timings are this process's CPU time by default with ``--threads 1`` on a CPU (``--clock cpu``: on a machine shared
+with other jobs the wall clock mostly measures the others' load; CPU time of one thread measures the work), else
+wall-clock time.
 
 Like ``tools/train_net.py`` on CPU, the process first lets glibc keep freed memory
 (:func:`fastreid_ext.utils.malloc.keep_freed_memory`); ``--malloc system`` measures with glibc's default.
@@ -41,7 +45,7 @@ from _common import add_threads_arg, make_cfg, result_path, set_threads, write_r
 
 #: variant -> config overrides on top of Base-RBNet.yml
 VARIANTS = {
-    "table1": [],
+    "table1-full": ["MODEL.RBNET.POINTWISE", "full"],
     "table1-channel": ["MODEL.RBNET.POINTWISE", "channel"],
     "reduced": ["MODEL.RBNET.GROUPING", "all", "MODEL.RBNET.WIDTH_MULT", "0.25"],
     "fusion": ["MODEL.RBNET.FUSION.LEVELS", "['conv1','layer1']"],
@@ -83,27 +87,33 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
+#: the clock of the timings (``--clock``): "cpu" = this process's CPU time (``time.process_time``; with one torch
+#: thread, on a CPU shared with other jobs, the time the work took rather than how long it waited), "wall"
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
+clock = time.perf_counter
+
+
 def train_iter(model, opt, data, device):
     model.train()
-    t = time.perf_counter()
+    t = clock()
     losses = model(data)
     loss = sum(losses.values())
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     _sync(device)
-    return time.perf_counter() - t
+    return clock() - t
 
 
 def infer(model, images, device):
     import torch
 
     model.eval()
-    t = time.perf_counter()
+    t = clock()
     with torch.no_grad():
         model(images)
     _sync(device)
-    return time.perf_counter() - t
+    return clock() - t
 
 
 # ---------------------------------------------------------------------------------------------------- breakdown
@@ -116,12 +126,12 @@ def _fwd_bwd(fn, inputs, device, reps=3):
         for x in inputs:
             if isinstance(x, torch.Tensor) and x.grad is not None:
                 x.grad = None
-        t = time.perf_counter()
+        t = clock()
         out = fn(*inputs)
         outs = out.values() if isinstance(out, dict) else (out if isinstance(out, (tuple, list)) else (out,))
         sum(o.float().sum() for o in outs if isinstance(o, torch.Tensor) and o.requires_grad).backward()
         _sync(device)
-        return time.perf_counter() - t
+        return clock() - t
 
     once()
     return statistics.median(once() for _ in range(reps))
@@ -193,17 +203,23 @@ def main():
     p.add_argument("--size", type=int, nargs=2, default=[256, 128])
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--test-batch", type=int, default=16)
-    p.add_argument("--variants", nargs="+", default=["table1", "table1-channel", "reduced", "floor"],
+    p.add_argument("--variants", nargs="+", default=["table1-full", "table1-channel", "reduced", "floor"],
                    choices=sorted(VARIANTS), help="RBNet variants (the first one also gets the breakdown)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median reported)")
     p.add_argument("--iters", type=int, default=1, help="iterations per round")
     p.add_argument("--breakdown", action="store_true", help="per-part times of the first variant")
+    p.add_argument("--clock", choices=sorted(CLOCKS), default=None,
+                   help="cpu: process CPU time (default with --threads 1: robust on a shared CPU); wall: elapsed time "
+                        "(default otherwise, and on a GPU)")
     add_threads_arg(p)
     p.add_argument("--device", default="cpu")
     p.add_argument("--malloc", choices=("keep", "system"), default="keep",
                    help="keep: glibc keeps freed memory, as tools/train_net.py does on CPU; system: glibc's default")
     p.add_argument("--out", default=result_path("rbnet.md"))
     args = p.parse_args()
+    global clock
+    clock_name = args.clock or ("cpu" if args.threads == 1 and args.device == "cpu" else "wall")
+    clock = CLOCKS[clock_name]
 
     import torch
 
@@ -251,13 +267,13 @@ def main():
     lines = [
         f"# RBNet vs Baseline cost ({args.depth}, {size[0]}x{size[1]}, batch {args.batch}, device {args.device}, "
         f"{threads} thread(s), {cpu}, load average {load0:.1f} at start / {os.getloadavg()[0]:.1f} at end, malloc: "
-        f"{malloc}, {minutes:.0f} min)",
+        f"{malloc}, {minutes:.0f} min wall; timings: {'process CPU time' if clock_name == 'cpu' else 'wall clock'})",
         "",
         f"Train iteration (forward + all losses + backward + Adam); median of {args.rounds} interleaved rounds of "
         f"{args.iters} iteration(s); the ratio is the median of the per-round ratios. Command: "
         f"`python bench/bench_rbnet.py --depth {args.depth} --size {size[0]} {size[1]} --batch {args.batch} "
         f"--rounds {args.rounds} --iters {args.iters} --threads {args.threads} --variants {' '.join(args.variants)}"
-        f"{' --breakdown' if args.breakdown else ''}`",
+        f"{' --breakdown' if args.breakdown else ''} --clock {clock_name}`",
         "",
         "| model | reverse widths (conv1, layer1..layer4) | s / iteration | ratio over Baseline | per-round ratios |",
         "| --- | --- | --- | --- | --- |",
@@ -275,14 +291,18 @@ def main():
         lines.append(f"| {k} | {1000 * m / args.test_batch:.2f} | {m / base_inf:.2f} |")
     if parts is not None:
         total = sum(parts.values())
+        b1 = parts["backbone 1 (on the image)"]
         lines += ["", f"Per-part forward + backward of `{first}` (each part alone on its real input shapes, median of "
-                      f"3; the Baseline's whole iteration is {med['Baseline']:.3f} s):", "",
-                  "| part | s | share of the parts | in Baseline iterations |", "| --- | --- | --- | --- |"]
+                      f"3; the Baseline's whole iteration is {med['Baseline']:.3f} s; \"x backbone 1\" divides by "
+                      f"backbone 1's forward + backward measured in the same pass):", "",
+                  "| part | s | share of the parts | x backbone 1 | in Baseline iterations |",
+                  "| --- | --- | --- | --- | --- |"]
         for k, v in parts.items():
-            lines.append(f"| {k} | {v:.3f} | {100 * v / total:.1f} % | {v / med['Baseline']:.2f} |")
+            lines.append(f"| {k} | {v:.3f} | {100 * v / total:.1f} % | {v / b1:.2f} | {v / med['Baseline']:.2f} |")
         rev = sum(v for k, v in parts.items() if k.startswith("reverse") or k.startswith("mask"))
-        lines.append(f"| **sum** (of which reverse path + mask: {rev:.3f} s = {rev / med['Baseline']:.2f} Baseline "
-                     f"iterations) | {total:.3f} | 100 % | {total / med['Baseline']:.2f} |")
+        lines.append(f"| **sum** | {total:.3f} | 100 % | {total / b1:.2f} | {total / med['Baseline']:.2f} |")
+        lines.append(f"| of which reverse path + mask | {rev:.3f} | {100 * rev / total:.1f} % | {rev / b1:.2f} | "
+                     f"{rev / med['Baseline']:.2f} |")
     write_report("\n".join(lines), args.out)
     return ratios
 

@@ -20,7 +20,7 @@ __version__ = "0.2.0"
 CORE_REGISTRATIONS = ("config", "data.datasets", "engine", "modeling")
 #: one package per method; each registers its config keys, meta-architecture and, where it has them,
 #: its evaluator / trainer / hooks in its ``__init__``
-METHODS = ("rbnet", "hplf", "mmt", "joint_ibn")
+METHODS = ("rbnet", "hplf", "mmt", "joint_ibn", "pose_transfer", "angular", "moco")
 
 
 def _register() -> None:

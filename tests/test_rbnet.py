@@ -10,7 +10,7 @@ import fastreid_ext
 from fastreid.utils.events import EventStorage
 from fastreid_ext.functional.keypoints import COCO17_FLIP_PAIRS, flip_permutation
 from fastreid_ext.data.transforms import hflip
-from fastreid_ext.engine import Trainer
+from fastreid_ext.engine import Trainer, build_trainer
 from fastreid_ext.functional.heatmaps import (decode_heatmaps, heatmap_mse_loss, mean_keypoint_error,
                                               render_heatmaps, render_heatmaps_np)
 from fastreid_ext.rbnet.masking import apply_mask
@@ -76,25 +76,30 @@ def test_multiscale_wrapper_is_the_fastreid_resnet(depth, ibn, nl):
     assert ms.out_channels["layer4"] == c4
 
 
-@pytest.mark.parametrize("h,w", [(256, 128), (64, 32)])
-def test_reverse_backbone_shapes_at_every_layer(h, w):
+@pytest.mark.parametrize("h,w,grouping", [(256, 128, "heads"), (64, 32, "all")])
+def test_reverse_backbone_shapes_at_every_layer(h, w, grouping):
     ms = MultiScaleResNet(resnet("18x")).eval()
-    rev = ReverseBackbone(ms.out_channels).eval()
-    assert all(v % 17 == 0 for v in rev.widths.values())
+    rev = ReverseBackbone(ms.out_channels, grouping=grouping, width_mult=1.0 if grouping == "heads" else 0.25).eval()
+    assert all(v % 17 == 0 for v in rev.widths.values()) == (grouping == "all")
     with torch.no_grad():
         feats = ms.forward_features(torch.randn(2, 3, h, w))
         out = rev(feats)
     wd = rev.widths
     expected = {
         "cc_conv1": (2, wd["conv1"], h // 2, w // 2),
+        "re_layer4_in": (2, wd["layer4"], h // 16, w // 16),
         "re_layer4": (2, wd["layer3"], h // 16, w // 16),  # layer4 (last stride 1) keeps layer3's size
+        "re_layer3_in": (2, wd["layer3"], h // 16, w // 16),
         "re_layer3": (2, wd["layer2"], h // 8, w // 8),
+        "re_layer2_in": (2, wd["layer2"], h // 8, w // 8),
         "re_layer2": (2, wd["layer1"], h // 4, w // 4),
+        "re_layer1_in": (2, wd["layer1"], h // 4, w // 4),
         "re_layer1": (2, wd["conv1"], h // 4, w // 4),
         "re_conv1_in": (2, wd["conv1"], h // 2, w // 2),
         "heatmaps": (2, 17, h // 2, w // 2),  # B x 17 x 128 x 64 for 256 x 128
     }
     assert {k: tuple(v.shape) for k, v in out.items()} == expected
+    assert {k: v[1] for k, v in expected.items()} == rev.output_channels()
 
 
 def test_channels_last_reverse_path_gives_the_same_values_and_gradients():
@@ -115,25 +120,42 @@ def test_channels_last_reverse_path_gives_the_same_values_and_gradients():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+R50 = (64, 256, 512, 1024, 2048)
+
+
+def _convs_after_change_channel(rev):
+    cc = [c[0] for c in rev.change_channel.values()]
+    return [m for m in rev.modules() if isinstance(m, torch.nn.Conv2d) and m not in cc]
+
+
 def test_widths_scale_with_the_backbone_and_the_paper_layout():
-    r50 = ReverseBackbone((64, 256, 512, 1024, 2048))
-    r18 = ReverseBackbone((64, 64, 128, 256, 512))
-    # widths follow the backbone's channels (layer1 may sit on the min-group-width floor for both)
+    # grouping "all" (reduced, 17-grouped): widths are multiples of 17 and follow the backbone's channels
+    r50 = ReverseBackbone(R50, grouping="all", width_mult=0.25)
+    r18 = ReverseBackbone((64, 64, 128, 256, 512), grouping="all", width_mult=0.25)
+    assert r50.widths == {"conv1": 68, "layer1": 68, "layer2": 136, "layer3": 255, "layer4": 510}
     assert r50.widths["layer4"] > r18.widths["layer4"] and r50.widths["layer2"] > r18.widths["layer2"]
-    assert r50.widths["layer1"] >= r18.widths["layer1"]
-    full = ReverseBackbone((64, 256, 512, 1024, 2048), width_mult=1.0)
+    full = ReverseBackbone(R50, grouping="all", width_mult=1.0)
     assert full.widths == {"conv1": 68, "layer1": 255, "layer2": 510, "layer3": 1020, "layer4": 2040}
-    assert [len(full.re_layer1), len(full.re_layer2), len(full.re_layer3), len(full.re_layer4)] == [2, 3, 5, 2]
-    for m in full.modules():  # every conv after change_channel is grouped (17) or depthwise
-        if isinstance(m, torch.nn.Conv2d) and m not in [c[0] for c in full.change_channel.values()]:
-            assert m.groups in (17, m.in_channels)
+    for m in _convs_after_change_channel(full):  # every conv after change_channel is grouped (17) or depthwise
+        assert m.groups in (17, m.in_channels)
+    # grouping "heads" (default): exactly Table 1's widths; blocks full or channel-wise; 17 groups at the head only
+    for pointwise in ("full", "channel"):
+        t1 = ReverseBackbone(R50, pointwise=pointwise)
+        assert t1.widths == dict(zip(("conv1", "layer1", "layer2", "layer3", "layer4"), R50))
+        assert [len(t1.re_layer1), len(t1.re_layer2), len(t1.re_layer3), len(t1.re_layer4)] == [2, 3, 5, 2]
+        pw = [b.pw for lay in (t1.re_layer4, t1.re_layer3, t1.re_layer2, t1.re_layer1) for b in lay]
+        if pointwise == "full":
+            assert all(c.groups == 1 for c in pw)
+        else:  # no mixing: each output channel reads cin / cout adjacent inputs (gcd groups)
+            assert all(c.groups == min(c.in_channels, c.out_channels) for c in pw)
+        assert t1.re_conv1.align[0].out_channels == 68 and t1.re_conv1.out.groups == 17
 
 
 @pytest.mark.parametrize("source", MASK_SOURCES)
 def test_mask_in_unit_range_and_input_sized(source):
     ms = MultiScaleResNet(resnet("18x")).eval()
     rev = ReverseBackbone(ms.out_channels)
-    gen = MaskGenerator(source, rev.output_channels(), init_bias=3.0)
+    gen = MaskGenerator(source, rev.output_channels(), init_bias=3.0, align=rev.head_width)
     for h, w in [(256, 128), (64, 32)]:
         with torch.no_grad():
             out = rev(ms.forward_features(torch.randn(3, 3, h, w)), upto=gen.reverse_upto)
@@ -398,7 +420,7 @@ def test_tiny_train_eval_and_visualize_through_trainer(datasets_root, tmp_path):
     cfg = fastreid_ext.get_cfg()
     cfg.merge_from_file("projects/RBNet/configs/SynthPed/rbnet_R18.yml")
     cfg.merge_from_list(tiny + ["OUTPUT_DIR", str(out)])
-    trainer = Trainer(cfg)
+    trainer = build_trainer(cfg)
     trainer.resume_or_load(resume=False)
     results = trainer.train()
     for k in ("Rank-1", "mAP"):

@@ -37,9 +37,9 @@ fi
 
 # 2. FastReID without its pins, then our package with its declared dependencies.
 have fastreid==1.4.0 || { echo "[install] fastreid 1.4.0 (--no-deps)"; $PIP --no-deps fastreid==1.4.0; }
-extras="dev"; [ $core = 0 ] && extras="all"
+extras="dev,deploy,video"; [ $core = 0 ] && extras="all"
 if ! have fastreid_ext || [ -n "${FASTREID_EXT_REINSTALL:-}" ] || \
-   ! $PY -c "import pytest, tqdm, faiss, sklearn, matplotlib, tensorboard" 2>/dev/null; then
+   ! $PY -c "import pytest, tqdm, faiss, sklearn, matplotlib, tensorboard, onnx, onnxruntime, onnxscript, motmetrics" 2>/dev/null; then
   echo "[install] fastreid_ext[$extras] (editable)"
   $PIP -e ".[$extras]"
 fi

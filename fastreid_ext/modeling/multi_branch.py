@@ -20,7 +20,10 @@ operations, so that there is one training step per model:
   space, e.g. for cluster centres) and :meth:`MultiBranchModel.retrieval_feature` (the model's test feature:
   the ``retrieval_branches``, each L2-normalized and concatenated when there are several);
 * :meth:`MultiBranchModel.classifiers`: the classifier of each branch (a wrapper re-initialises them);
-* :meth:`MultiBranchModel.feature_maps`: named spatial maps for visualization.
+* :meth:`MultiBranchModel.feature_maps`: named spatial maps for visualization; :meth:`MultiBranchModel.layer_maps`:
+  the maps of chosen layers (a ``feature_maps`` key or any submodule, by a forward hook);
+  :meth:`MultiBranchModel.pooled_maps`: the map each retrieval branch's feature is pooled from, with its head
+  (similarity decomposition); :func:`multi_branch_members`: the interface models inside a wrapper (MMT's nets).
 
 The defaults implement all of it for any FastReID ``Baseline``-like model (``preprocess_image``, ``backbone``,
 ``heads``, ``losses``, ``loss_kwargs``); :func:`with_multi_branch` equips such a class (FastReID's own
@@ -28,14 +31,16 @@ The defaults implement all of it for any FastReID ``Baseline``-like model (``pre
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, List, NamedTuple, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BranchOutputs", "LossTerm", "MultiBranchModel", "build_multi_branch_model", "with_multi_branch"]
+__all__ = ["BranchOutputs", "LossTerm", "MultiBranchModel", "PooledMap", "build_multi_branch_model",
+           "multi_branch_members", "record_module_calls", "with_multi_branch"]
 
 
 @dataclass
@@ -182,6 +187,151 @@ class MultiBranchModel:
     def feature_maps(self, batched_inputs) -> Dict[str, torch.Tensor]:
         """Named spatial feature maps (B, C, h, w) of an eval-mode pass, for visualization."""
         return {"backbone": self.backbone(self.preprocess_image(batched_inputs))}
+
+    def layer_maps(self, batched_inputs, names: Sequence[str]) -> Dict[str, torch.Tensor]:
+        """The maps of chosen layers in an eval-mode pass (for visualization), by name: a key of
+        :meth:`feature_maps`, or the dotted name of any submodule (``self.get_submodule(name)``), whose output a
+        forward hook records while :meth:`feature_maps` runs (and :meth:`branch_features` when the module does not
+        run there). ``name@k`` is the module's k-th call (0-based) in that pass, e.g. a backbone shared by two
+        branches; a bare module name that is also a ``feature_maps`` key means the key."""
+        return _layer_maps(self, batched_inputs, names)
+
+    def pooled_maps(self, batched_inputs) -> Dict[str, "PooledMap"]:
+        """For every branch of :attr:`retrieval_branches` (eval mode): the spatial map its feature is pooled from,
+        the module that pools it and the branch feature (:class:`PooledMap`). Default: forward hooks on the branch's
+        head (:meth:`classifiers`) during :meth:`branch_features` (the head's input is the map); a branch whose
+        head does not run there gets ``self.backbone``'s output and ``head=None`` (a feature pooled without a head,
+        to be checked by the caller)."""
+        return _pooled_maps(self, batched_inputs)
+
+
+class PooledMap(NamedTuple):
+    """One retrieval branch, eval mode: ``map`` (B, C, h, w) is what ``head`` turns into ``feature`` (B, D);
+    ``head`` is ``None`` when the feature is pooled from the map outside any head module."""
+
+    map: torch.Tensor
+    head: Optional[nn.Module]
+    feature: torch.Tensor
+
+
+@contextmanager
+def record_module_calls(modules: Dict[str, nn.Module], keep_inputs: bool = True):
+    """Forward hooks on ``modules`` (name -> module) for the duration of the block; yields ``{name: [(inputs,
+    output), ...]}``, one entry per call in order (detached tensors; inputs ``()`` unless ``keep_inputs``)."""
+    calls: Dict[str, list] = {name: [] for name in modules}
+    handles = []
+
+    def hook(name):
+        def fn(module, inputs, output):
+            det = tuple(x.detach() if torch.is_tensor(x) else x for x in inputs) if keep_inputs else ()
+            calls[name].append((det, output.detach() if torch.is_tensor(output) else output))
+        return fn
+
+    try:
+        for name, m in modules.items():
+            handles.append(m.register_forward_hook(hook(name)))
+        yield calls
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _split_call(name: str) -> Tuple[str, int]:
+    base, sep, k = name.rpartition("@")
+    if sep and k.isdigit():
+        return base, int(k)
+    return name, 0
+
+
+def _last_of(module: nn.Module) -> nn.Module:
+    while isinstance(module, nn.Sequential) and len(module):  # containers whose children are called one by one
+        module = module[-1]  # (FastReID's ResNet loops over layer3[i]): their output is the last child's
+    return module
+
+
+def _layer_maps(model: nn.Module, batched_inputs, names: Sequence[str]) -> Dict[str, torch.Tensor]:
+    # a module may not run through its forward (a Sequential whose blocks are called one by one, a backbone run
+    # through another method such as forward_features): its output is then taken as that of its last child
+    # that ran (children in registration order; a Sequential child through its last element)
+    hooked: Dict[str, nn.Module] = {}
+    children: Dict[str, List[str]] = {}
+    for name in names:
+        base, _ = _split_call(name)
+        try:
+            module = model.get_submodule(base)
+        except AttributeError:
+            continue
+        hooked[base] = module
+        if _last_of(module) is not module:
+            hooked[base + "#last"] = _last_of(module)
+        children[base] = []
+        for cname, child in module.named_children():
+            key = f"{base}#{cname}"
+            hooked[key] = _last_of(child)
+            children[base].append(key)
+    with record_module_calls(hooked, keep_inputs=False) as calls:
+        maps = model.feature_maps(batched_inputs)
+        out: Dict[str, torch.Tensor] = {}
+        ran_features = False
+        for name in names:
+            if name in maps:
+                out[name] = maps[name]
+                continue
+            base, k = _split_call(name)
+            if base not in hooked:
+                raise KeyError(f"{type(model).__name__} has no layer {name!r}: not a feature_maps() key "
+                               f"({', '.join(maps)}) nor a submodule (see model.named_modules())")
+            if len(calls[base]) <= k and not ran_features:
+                model.branch_features(batched_inputs)  # modules that only the retrieval pass runs
+                ran_features = True
+            key = base
+            if not calls[base]:
+                ran = [c for c in [base + "#last"] + children[base][::-1] if calls.get(c)]
+                key = ran[0] if ran else base
+            if len(calls[key]) <= k:
+                raise KeyError(f"{type(model).__name__}: module {base!r} ran {len(calls[key])} time(s) in "
+                               f"feature_maps() / branch_features(), call {k} was asked for")
+            value = calls[key][k][1]
+            if not torch.is_tensor(value):
+                raise TypeError(f"{type(model).__name__}: module {base!r} returns {type(value).__name__}, not a "
+                                f"tensor; pick one of its submodules")
+            out[name] = value
+    return out
+
+
+def _pooled_maps(model: nn.Module, batched_inputs) -> Dict[str, PooledMap]:
+    branches = tuple(model.retrieval_branches)
+    heads = model.classifiers()
+    hooked = {f"head:{b}": heads[b] for b in branches if b in heads}
+    backbone = getattr(model, "backbone", None)
+    if isinstance(backbone, nn.Module):
+        hooked["backbone"] = backbone
+    with record_module_calls(hooked) as calls:
+        feats = model.branch_features(batched_inputs)
+    out: Dict[str, PooledMap] = {}
+    used: Dict[int, int] = {}
+    for b in branches:
+        head = heads.get(b)
+        k = used.get(id(head), 0)
+        hc = [c for key, c in calls.items() if key.startswith("head:") and hooked[key] is head]
+        if head is not None and hc and len(hc[0]) > k:
+            used[id(head)] = k + 1
+            out[b] = PooledMap(hc[0][k][0][0], head, feats[b])
+        elif calls.get("backbone"):
+            out[b] = PooledMap(calls["backbone"][0][1], None, feats[b])
+        else:
+            raise RuntimeError(f"{type(model).__name__}: the feature of branch {b!r} goes through neither its head "
+                               f"nor self.backbone; override pooled_maps()")
+    return out
+
+
+def multi_branch_members(model: nn.Module) -> Dict[str, "MultiBranchModel"]:
+    """The models of the interface in ``model``: ``{"": model}`` when it implements it, else its direct
+    submodules that do, by attribute name (a wrapper's networks, e.g. MMT's ``net1``, ``net2``, ``mean1``,
+    ``mean2``); empty when there are none."""
+    if isinstance(model, MultiBranchModel):
+        return {"": model}
+    return {name: m for name, m in model.named_children() if isinstance(m, MultiBranchModel)}
 
 
 def _log_accuracy(head_outputs: dict, targets: torch.Tensor) -> None:

@@ -5,7 +5,7 @@ array ``(17, 3)`` per image in that image's pixel coordinates (pixel centres at 
 convention of :mod:`fastreid_ext.data.annotations`), score in [0, 1]. "No person found" is an array of
 zeros (all scores 0). Each image is a person crop: the whole image is the person box.
 
-* :class:`MMPoseBackend` (``mmpose``): a top-down mmpose model (HRNet-w32 COCO 256x192 by default, the
+* :class:`MMPoseBackend` (``mmpose``): a top-down mmpose model (HRNet-w48 COCO 256x192 by default, the
   config shipped inside the mmpose package), batched over images.
 * :class:`MediaPipeBackend` (``mediapipe``): BlazePose (33 landmarks) mapped to COCO-17
   (:data:`BLAZEPOSE_TO_COCO17`), one image at a time, with padding/upscaling of small crops.
@@ -58,12 +58,15 @@ class KeypointBackend(ExtractionBackend):
 # ----------------------------------------------------------------------------------------------------
 # mmpose (HRNet top-down)
 # ----------------------------------------------------------------------------------------------------
-#: the paper's model: HRNet-w32 trained on COCO at 256x192 (config shipped inside the mmpose package)
-DEFAULT_MMPOSE_CONFIG = "body_2d_keypoint/topdown_heatmap/coco/td-hm_hrnet-w32_8xb64-210e_coco-256x192.py"
+#: the paper's shortlist (Yu & Piao, "Reverse backbone net for unsupervised person re-identification", 2024,
+#: Section 1.1: mmpose's 256x192 COCO models, HRNet-w48+UDP AP 0.768 and HRNet-w48 0.756, "we choose HRNet"):
+#: HRNet-w48 trained on COCO at 256x192 (config shipped inside the mmpose package); the UDP variant is
+#: ``td-hm_hrnet-w48_udp-8xb32-210e_coco-256x192.py`` (``--config``)
+DEFAULT_MMPOSE_CONFIG = "body_2d_keypoint/topdown_heatmap/coco/td-hm_hrnet-w48_8xb32-210e_coco-256x192.py"
 #: where OpenMMLab publishes the matching checkpoint (download it yourself; this tool never downloads)
 #: (mmpose's model index, .mim/configs/body_2d_keypoint/topdown_heatmap/coco/hrnet_coco.yml)
 DEFAULT_MMPOSE_CHECKPOINT_URL = ("https://download.openmmlab.com/mmpose/v1/body_2d_keypoint/topdown_heatmap/coco/"
-                                 "td-hm_hrnet-w32_8xb64-210e_coco-256x192-81c58e40_20220909.pth")
+                                 "td-hm_hrnet-w48_8xb32-210e_coco-256x192-0e67c616_20220913.pth")
 
 
 def mmpose_config_path(config: Optional[str] = None) -> str:
@@ -115,7 +118,7 @@ class MMPoseBackend(KeypointBackend):
         if checkpoint is None:
             logger.warning(
                 "\n" + "!" * 100 + "\n!! mmpose backend WITHOUT --checkpoint: the model has RANDOM WEIGHTS and the "
-                "keypoints it writes are MEANINGLESS.\n!! Download the HRNet-w32 COCO 256x192 checkpoint "
+                "keypoints it writes are MEANINGLESS.\n!! Download the HRNet-w48 COCO 256x192 checkpoint "
                 "(%s)\n!! and pass it with --checkpoint.\n" + "!" * 100, DEFAULT_MMPOSE_CHECKPOINT_URL)
         elif not os.path.isfile(checkpoint):
             raise FileNotFoundError(f"mmpose checkpoint {checkpoint} not found")

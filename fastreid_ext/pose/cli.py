@@ -11,9 +11,9 @@ from typing import List, Optional
 logger = logging.getLogger("fastreid_ext.pose")
 
 EPILOG = """examples:
-  # HRNet-w32 (the paper's choice) on Market-1501, checkpoint downloaded beforehand
+  # HRNet-w48 (the paper's shortlist: HRNet-w48 / w48+UDP) on Market-1501, checkpoint downloaded beforehand
   %(prog)s datasets/Market-1501-v15.09.15 --backend mmpose --device cuda \\
-      --checkpoint td-hm_hrnet-w32_8xb64-210e_coco-256x192-81c58e40_20220909.pth \\
+      --checkpoint td-hm_hrnet-w48_8xb32-210e_coco-256x192-0e67c616_20220913.pth \\
       --subdirs bounding_box_train bounding_box_test query
   # BlazePose (bundled with mediapipe, offline, CPU)
   %(prog)s datasets/Market-1501-v15.09.15 --backend mediapipe --subdirs bounding_box_train bounding_box_test query
@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("mmpose backend")
     g.add_argument("--config", default=None,
                    help="mmpose config file, or a path relative to the configs shipped in mmpose "
-                        "(default: body_2d_keypoint/topdown_heatmap/coco/td-hm_hrnet-w32_8xb64-210e_coco-256x192.py)")
+                        "(default: body_2d_keypoint/topdown_heatmap/coco/td-hm_hrnet-w48_8xb32-210e_coco-256x192.py, "
+                        "HRNet-w48; the paper's other shortlisted HRNet is "
+                        "td-hm_hrnet-w48_udp-8xb32-210e_coco-256x192.py)")
     g.add_argument("--checkpoint", default=None,
                    help="model weights; without it the model has RANDOM weights (meaningless keypoints)")
     g.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")

@@ -9,21 +9,30 @@ from typing import Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["combine_part_masks", "upsample_mask", "apply_mask", "mask_person_background_means"]
+__all__ = ["REDUCTIONS", "combine_part_masks", "upsample_mask", "apply_mask", "mask_person_background_means"]
+
+#: how part masks become one mask (:func:`combine_part_masks`)
+REDUCTIONS = ("max", "sum", "mean")
 
 
 def combine_part_masks(parts: torch.Tensor, reduce: str = "max") -> torch.Tensor:
     """``(B, P, H, W)`` part masks in [0, 1] -> one ``(B, 1, H, W)`` mask in [0, 1].
 
-    ``max``: a pixel is kept as much as the keypoint part that claims it most (the union of the parts,
-    which together should cover the whole discriminative region, Section 1.1); ``mean``: the average part."""
+    ``sum``: the paper's reduction (Yu & Piao, "Reverse backbone net for unsupervised person re-identification",
+    2024, Section 1.1 step 3: "each part represents one keypoint, and the sum of all parts should cover all the
+    features that tell whether it is the same person"), clipped to 1 so that ``x * M(x)`` stays an image
+    (pixels where the parts sum past 1 pass no gradient); ``max``: a pixel is kept as much as the keypoint part
+    that claims it most (the union: one part covering a pixel is enough, overlaps do not add up, and only
+    that part gets the pixel's gradient); ``mean``: the average part (the sum divided by ``P``)."""
     if parts.dim() != 4:
         raise ValueError(f"part masks must be (B, P, H, W), got {tuple(parts.shape)}")
     if reduce == "max":
         return parts.amax(dim=1, keepdim=True)
+    if reduce == "sum":
+        return parts.sum(dim=1, keepdim=True).clamp(max=1.0)
     if reduce == "mean":
         return parts.mean(dim=1, keepdim=True)
-    raise ValueError(f"unknown mask reduction {reduce!r} (expected 'max' or 'mean')")
+    raise ValueError(f"unknown mask reduction {reduce!r} (expected one of {REDUCTIONS})")
 
 
 def upsample_mask(mask: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

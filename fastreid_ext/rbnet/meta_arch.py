@@ -1,4 +1,5 @@
-"""RBNet (Yu & Piao 2024, "Reverse backbone net for unsupervised person re-identification"), supervised part.
+"""RBNet (Yu & Piao, "Reverse backbone net for unsupervised person re-identification", Journal of Jilin University
+(Engineering and Technology Edition), 2024), supervised part.
 
 Pipeline (Fig. 1, Section 1.1)::
 
@@ -8,6 +9,7 @@ Pipeline (Fig. 1, Section 1.1)::
                                          | re_layer1 (+ conv1)
                                    mask generator --> M(x) in [0, 1], H x W
     x_raw * M(x) --normalize--> backbone 2 --> layer4 --head 2--> L_id2, L_tri2
+                                    ^ (option) same-level reverse features fused in (Section 1.1 step 3)
 
     L = l1 L_id + l2 L_tri + l3 L_MSE + l4 L_id2 + l5 L_tri2                          (Eq. 4)
 
@@ -32,8 +34,13 @@ Choices where the paper is silent (documented here and in projects/RBNet/README.
   (paper, below Eq. 4): l3 = l2 * margin * H_hm W_hm / (pi sigma^2)
   (:func:`fastreid_ext.functional.heatmaps.mse_weight_for_triplet`); a positive value is used as is.
 * **Targets.** Heatmaps are rendered on the fly from ``batched_inputs["keypoints"]`` (B x 17 x 3, input
-  pixels; ``DATASETS.ANNOTATIONS.LOAD_KEYPOINTS True``) with ``MODEL.RBNET.HEATMAP.SIGMA``; a batch may bring
-  precomputed ``batched_inputs["heatmaps"]`` (B x 17 x h x w, e.g. soft HRNet outputs) instead.
+  pixels; ``DATASETS.ANNOTATIONS.LOAD_KEYPOINTS True``) with ``MODEL.RBNET.HEATMAP.SIGMA``. No loader of this
+  package produces heatmaps; a custom batch may carry ``batched_inputs["heatmaps"]`` (B x 17 x h x w at the
+  predicted size, following the batch's augmentation) and they are used instead.
+* **Widths** (``MODEL.RBNET.GROUPING``, ``WIDTH_MULT``): Table 1's widths with 17-way grouping only where heatmaps
+  and part masks are formed (``heads``, default), or a reduced, 17-grouped reverse path (``all``);
+  :mod:`fastreid_ext.rbnet.reverse_backbone`.
+* **Fusion into backbone 2** (``MODEL.RBNET.FUSION.LEVELS``, off by default): :mod:`fastreid_ext.rbnet.fusion`.
 * **Test feature** (``MODEL.RBNET.TEST_FEATURE``): ``backbone1`` (head 1's BNNeck feature of the plain
   image), ``backbone2`` (head 2's, of the masked image; default) or ``concat`` (both, each L2-normalized).
 """
@@ -55,14 +62,13 @@ from ..functional.heatmaps import (check_heatmap_shapes, heatmap_mse_loss, mse_w
                                     render_heatmaps, visibility_weights)
 from ..modeling.backbones.multiscale import MultiScaleResNet
 from ..modeling.multi_branch import BranchOutputs, LossTerm, MultiBranchModel
-from .masking import apply_mask
-from .reverse_backbone import MASK_SOURCES, NUM_KEYPOINTS, MaskGenerator, ReverseBackbone
+from .fusion import Backbone2Fusion, FusedBackbone
+from .masking import REDUCTIONS, apply_mask
+from .reverse_backbone import GROUPINGS, MASK_SOURCES, NUM_KEYPOINTS, SAME_LEVEL, MaskGenerator, ReverseBackbone
 
 logger = logging.getLogger(__name__)
 
 TEST_FEATURES = ("backbone1", "backbone2", "concat")
-
-
 
 
 def _storage():
@@ -81,7 +87,8 @@ class RBNet(MultiBranchModel, Baseline):
     @configurable
     def __init__(self, *, backbone, heads, pixel_mean, pixel_std, loss_kwargs=None, heads2, reverse,
                  mask_generator, share_backbone=True, freeze_backbone2=False, test_feature="backbone2",
-                 loss_weights=None, heatmap_size=None, heatmap_sigma=2.0, score_thresh=0.3, mask_detach=False):
+                 loss_weights=None, heatmap_size=None, heatmap_sigma=2.0, score_thresh=0.3, mask_detach=False,
+                 fusion=None):
         """NOTE: this interface is experimental."""
         if not isinstance(backbone, MultiScaleResNet):
             backbone = MultiScaleResNet(backbone)
@@ -96,6 +103,8 @@ class RBNet(MultiBranchModel, Baseline):
         self.freeze_backbone2 = bool(freeze_backbone2)
         self.test_feature = test_feature
         self.mask_detach = bool(mask_detach)
+        #: Section 1.1 step 3 (optional): same-level reverse features fused into backbone 2
+        self.fusion = fusion
         self.loss_weights = {"ID": 1.0, "TRI": 1.0, "MSE": -1.0, "ID2": 1.0, "TRI2": 1.0}
         self.loss_weights.update(loss_weights or {})
         self.heatmap_size = tuple(heatmap_size) if heatmap_size else None
@@ -121,9 +130,20 @@ class RBNet(MultiBranchModel, Baseline):
         r = cfg.MODEL.RBNET
         if r.MASK_SOURCE not in MASK_SOURCES:
             raise ValueError(f"MODEL.RBNET.MASK_SOURCE must be one of {MASK_SOURCES}, got {r.MASK_SOURCE!r}")
-        reverse = ReverseBackbone(backbone.out_channels, NUM_KEYPOINTS, r.WIDTH_MULT, r.MIN_GROUP_WIDTH, r.BLOCKS)
+        if r.GROUPING not in GROUPINGS:
+            raise ValueError(f"MODEL.RBNET.GROUPING must be one of {GROUPINGS}, got {r.GROUPING!r}")
+        if r.MASK_REDUCE not in REDUCTIONS:
+            raise ValueError(f"MODEL.RBNET.MASK_REDUCE must be one of {REDUCTIONS}, got {r.MASK_REDUCE!r}")
+        reverse = ReverseBackbone(backbone.out_channels, NUM_KEYPOINTS, r.WIDTH_MULT, r.MIN_GROUP_WIDTH, r.BLOCKS,
+                                  grouping=r.GROUPING, head_group_width=r.HEAD_GROUP_WIDTH, pointwise=r.POINTWISE)
         mask_generator = MaskGenerator(r.MASK_SOURCE, reverse.output_channels(), NUM_KEYPOINTS, r.MASK_REDUCE,
-                                       r.MASK_INIT_BIAS, r.MASK_INIT_WEIGHT)
+                                       r.MASK_INIT_BIAS, r.MASK_INIT_WEIGHT, align=reverse.head_width)
+        levels = list(r.FUSION.LEVELS)
+        fusion = None
+        if levels:
+            rc = reverse.output_channels()
+            fusion = Backbone2Fusion(levels, {lvl: rc[SAME_LEVEL[lvl]] for lvl in SAME_LEVEL},
+                                     backbone.out_channels)
         if not cfg.DATASETS.ANNOTATIONS.LOAD_KEYPOINTS:
             logger.warning("RBNet trains on keypoint heatmaps: set DATASETS.ANNOTATIONS.LOAD_KEYPOINTS True "
                            "(only evaluation works without keypoints)")
@@ -133,7 +153,7 @@ class RBNet(MultiBranchModel, Baseline):
         ret.update(
             backbone=backbone, heads2=build_heads(cfg), reverse=reverse, mask_generator=mask_generator,
             share_backbone=r.SHARE_BACKBONE, freeze_backbone2=r.FREEZE_BACKBONE2, test_feature=r.TEST_FEATURE,
-            mask_detach=r.MASK_DETACH,
+            mask_detach=r.MASK_DETACH, fusion=fusion,
             loss_weights={k: float(v) for k, v in r.LOSS.items()}, heatmap_size=size or None,
             heatmap_sigma=r.HEATMAP.SIGMA, score_thresh=r.HEATMAP.SCORE_THRESH)
         return ret
@@ -155,20 +175,51 @@ class RBNet(MultiBranchModel, Baseline):
     def _normalize(self, raw: torch.Tensor) -> torch.Tensor:
         return (raw - self.pixel_mean) / self.pixel_std
 
-    def _backbone2_features(self, x: torch.Tensor, upto: Optional[str] = None) -> Dict[str, torch.Tensor]:
-        if self.backbone2 is not None:
-            return self.backbone2.forward_features(x, upto)
-        if self.freeze_backbone2 and self.training:
+    def _backbone2_module(self) -> nn.Module:
+        return self.backbone2 if self.backbone2 is not None else self.backbone
+
+    def _backbone2_features(self, x: torch.Tensor, upto: Optional[str] = None,
+                            fusion_feats: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+        """Backbone 2 on the (normalized) masked image; with the fusion option, ``fusion_feats`` are the reverse
+        features (:meth:`fusion_inputs`) added at the fused levels."""
+        upto = upto or "layer4"
+        fused = self.fusion is not None
+        if fused and fusion_feats is None:
+            raise ValueError("RBNet with MODEL.RBNET.FUSION.LEVELS needs the reverse features for backbone 2")
+        shared_frozen = self.backbone2 is None and self.freeze_backbone2 and self.training
+        if shared_frozen:
             # shared weights, but L_*2 must not update them nor the BN statistics: run on detached copies
             state = {n: p.detach() for n, p in self.backbone.named_parameters()}
             state.update({n: b.clone() for n, b in self.backbone.named_buffers()})
-            return {"layer4": torch.func.functional_call(self.backbone, state, (x,))}
-        return self.backbone.forward_features(x, upto)
+            if not fused:
+                return {"layer4": torch.func.functional_call(self.backbone, state, (x,))}
+            module = FusedBackbone(self.backbone, self.fusion, SAME_LEVEL)
+            return torch.func.functional_call(module, {f"backbone.{k}": v for k, v in state.items()},
+                                              (x, fusion_feats, upto), strict=False)
+        if fused:
+            return FusedBackbone(self._backbone2_module(), self.fusion, SAME_LEVEL)(x, fusion_feats, upto)
+        return self._backbone2_module().forward_features(x, upto)
+
+    def reverse_upto(self, need_heatmaps: bool) -> str:
+        """The last reverse-backbone output one pass needs (mask, fusion, heatmaps)."""
+        if need_heatmaps:
+            return "heatmaps"
+        needed = [self.mask_generator.reverse_upto]
+        if self.fusion is not None:
+            needed += [SAME_LEVEL[lvl] for lvl in self.fusion.levels]
+        return ReverseBackbone.last_needed(*needed)
+
+    def fusion_inputs(self, rev: Dict[str, torch.Tensor]) -> Optional[Dict[str, torch.Tensor]]:
+        """The reverse features fused into backbone 2 (``None`` without the fusion option); detached with
+        ``MASK_DETACH`` like the mask's inputs."""
+        if self.fusion is None:
+            return None
+        feats = {SAME_LEVEL[lvl]: rev[SAME_LEVEL[lvl]] for lvl in self.fusion.levels}
+        return {k: v.detach() for k, v in feats.items()} if self.mask_detach else feats
 
     def masked_forward(self, raw: torch.Tensor, feats: Dict[str, torch.Tensor], need_heatmaps: bool):
         """Reverse backbone, mask and the masked input: ``(rev outputs, mask, part masks, x * M(x) raw)``."""
-        upto = "heatmaps" if need_heatmaps else self.mask_generator.reverse_upto
-        rev = self.reverse(feats, heatmap_size=self.heatmap_size, upto=upto)
+        rev = self.reverse(feats, heatmap_size=self.heatmap_size, upto=self.reverse_upto(need_heatmaps))
         mask_in = {k: v.detach() for k, v in rev.items()} if self.mask_detach else rev
         mask, parts = self.mask_generator(mask_in, raw.shape[-2:])
         return rev, mask, parts, apply_mask(raw, mask)
@@ -194,24 +245,29 @@ class RBNet(MultiBranchModel, Baseline):
     def branch_outputs(self, batched_inputs, targets=None) -> BranchOutputs:
         """Backbone 1 + head 1, reverse backbone (heatmaps when L_MSE is on), mask, backbone 2 + head 2 on the
         masked image. ``context``: ``raw`` (input 0..255), ``heatmaps``, ``mask``, ``masked_input`` (detached
-        x * M(x), what RBNet's MMT mean net sees)."""
+        x * M(x), what RBNet's MMT mean net sees), ``fusion_inputs`` (detached reverse features fused into backbone
+        2, or ``None``; the MMT mean net's backbone 2 fuses its student's, as it uses its student's mask)."""
         raw = self._raw_images(batched_inputs)
         feats = self.backbone.forward_features(self._normalize(raw))
         out1 = self.heads(feats["layer4"], targets)
         rev, mask, _, masked = self.masked_forward(raw, feats, self.needs_heatmaps)
-        f2 = self._backbone2_features(self._normalize(masked), upto="layer4")["layer4"]
+        fin = self.fusion_inputs(rev)
+        f2 = self._backbone2_features(self._normalize(masked), "layer4", fin)["layer4"]
         out2 = self.heads2(f2, targets)
         st = _storage()
         if st is not None:
             st.put_scalar("rbnet/mask_mean", float(mask.detach().mean()))
         return BranchOutputs({"plain": out1, "masked": out2},
                              {"raw": raw, "heatmaps": rev.get("heatmaps"), "mask": mask,
-                              "masked_input": masked.detach()})
+                              "masked_input": masked.detach(),
+                              "fusion_inputs": None if fin is None else {k: v.detach() for k, v in fin.items()}})
 
     def teacher_outputs(self, batched_inputs, targets, student: BranchOutputs):
-        """RBNet Eq. 7: the mean net's backbone 2 + head 2 on the input masked by its student's mask."""
+        """RBNet Eq. 7: the mean net's backbone 2 + head 2 on the input masked by its student's mask (and, with the
+        fusion option, fusing its student's reverse features)."""
         x = self._normalize(student.context["masked_input"])
-        return {"masked": self.heads2(self._backbone2_features(x, upto="layer4")["layer4"], targets)}
+        fin = student.context.get("fusion_inputs")
+        return {"masked": self.heads2(self._backbone2_features(x, "layer4", fin)["layer4"], targets)}
 
     def loss_terms(self):
         """Eq. 4's l1, l2 (backbone 1) and l4, l5 (backbone 2); l3 (L_MSE) is in :meth:`aux_losses`."""
@@ -242,8 +298,8 @@ class RBNet(MultiBranchModel, Baseline):
         """Eval-mode BN-neck features of both branches."""
         raw = self._raw_images(batched_inputs)
         feats = self.backbone.forward_features(self._normalize(raw))
-        _, _, _, masked = self.masked_forward(raw, feats, need_heatmaps=False)
-        f2 = self.heads2(self._backbone2_features(self._normalize(masked), upto="layer4")["layer4"])
+        rev, _, _, masked = self.masked_forward(raw, feats, need_heatmaps=False)
+        f2 = self.heads2(self._backbone2_features(self._normalize(masked), "layer4", self.fusion_inputs(rev))["layer4"])
         return {"plain": self.heads(feats["layer4"]), "masked": f2}
 
     def feature_maps(self, batched_inputs) -> Dict[str, torch.Tensor]:
@@ -297,10 +353,11 @@ class RBNet(MultiBranchModel, Baseline):
         if self.test_feature == "concat":
             return self.retrieval_feature(self.branch_features(batched_inputs))
         # a conv1 mask needs backbone 1 up to conv1 only (the backbone2 feature then costs ~1.1 Baseline)
-        upto = "conv1" if self.mask_generator.source == "conv1" else None
+        upto = "conv1" if self.reverse_upto(False) == "cc_conv1" else None
         feats = self.backbone.forward_features(x, upto=upto)
-        _, _, _, masked = self.masked_forward(raw, feats, need_heatmaps=False)
-        return self.heads2(self._backbone2_features(self._normalize(masked), upto="layer4")["layer4"])
+        rev, _, _, masked = self.masked_forward(raw, feats, need_heatmaps=False)
+        f2 = self._backbone2_features(self._normalize(masked), "layer4", self.fusion_inputs(rev))["layer4"]
+        return self.heads2(f2)
 
     @torch.no_grad()
     def inference_maps(self, images) -> Dict[str, torch.Tensor]:
@@ -315,7 +372,7 @@ class RBNet(MultiBranchModel, Baseline):
             x = self._normalize(raw)
             feats = self.backbone.forward_features(x)
             rev, mask, parts, masked = self.masked_forward(raw, feats, need_heatmaps=True)
-            feats2 = self._backbone2_features(self._normalize(masked))
+            feats2 = self._backbone2_features(self._normalize(masked), "layer4", self.fusion_inputs(rev))
             feat = self.retrieval_feature({"plain": self.heads(feats["layer4"]), "masked": self.heads2(feats2["layer4"])})
             return {"heatmaps": rev["heatmaps"], "mask": mask, "part_masks": parts, "masked_images": masked,
                     "b1_conv1": feats["conv1"], "b1_layer4": feats["layer4"], "b2_conv1": feats2["conv1"],

@@ -24,11 +24,16 @@ Blocks are depthwise-separable residual blocks (depthwise 3x3 - BN - ReLU - poin
 shortcut when the width changes). Where the 17 keypoint groups live is the ``grouping`` option:
 
 * ``"heads"`` (default, Table 1's widths): every level keeps the backbone's width (``width_mult * C``: 64, 256,
-  512, 1024, 2048 for a ResNet-50 at ``width_mult=1``), the pointwise convolutions are full, and the 17-way
-  split happens where keypoint-wise outputs are produced: ``re_conv1`` and every part-mask input first pass a
-  1x1 convolution to ``17 * head_group_width`` channels ("grouped 1x1 convolutions align the channels",
-  Section 1.1 step 2), then depthwise / grouped (17 groups) convolutions give heatmap / part ``k`` from group
-  ``k`` only. Table 1's widths are not multiples of 17, which is why the split cannot run through the levels.
+  512, 1024, 2048 for a ResNet-50 at ``width_mult=1``), and the 17-way split happens where keypoint-wise outputs
+  are produced: ``re_conv1`` and every part-mask input first pass a 1x1 convolution to ``17 * head_group_width``
+  channels ("grouped 1x1 convolutions align the channels", Section 1.1 step 2), then depthwise / grouped
+  (17 groups) convolutions give heatmap / part ``k`` from group ``k`` only. Table 1's widths are not multiples
+  of 17, which is why the split cannot run through the levels. The blocks' pointwise convolutions
+  (``pointwise``) are ``"full"`` (textbook depthwise-separable; the reverse path then costs about 0.84 of a
+  ResNet-50's forward FLOPs at 256 x 128) or ``"channel"`` (grouped with ``gcd(cin, cout)`` groups: no channel
+  mixing inside the blocks, the width change reads adjacent channels; Section 1.1: "a depthwise-separable
+  convolution needs a full-feature step; this model uses the backbone's same-size feature maps for it", i.e.
+  change_channel's 1x1 on the backbone features is the only full mixing; about 0.27 of the backbone's FLOPs).
 * ``"all"`` (reduced, 17-grouped): after ``change_channel`` every convolution is depthwise or grouped with 17
   groups (the depthwise-separable blocks' "full" mixing replaced by the backbone's features coming in through
   ``change_channel``, one reading of Section 1.1), so group ``k`` of every level belongs to keypoint ``k``;
@@ -47,8 +52,8 @@ from torch import nn
 from ..functional.keypoints import NUM_KEYPOINTS
 from .masking import REDUCTIONS, combine_part_masks, upsample_mask
 
-__all__ = ["NUM_KEYPOINTS", "LEVELS", "MASK_SOURCES", "GROUPINGS", "SAME_LEVEL", "group_width", "reverse_widths",
-           "ChangeChannel", "ReverseBlock", "ReLayer", "ReConv1", "ReverseBackbone", "MaskGenerator"]
+__all__ = ["NUM_KEYPOINTS", "LEVELS", "MASK_SOURCES", "GROUPINGS", "POINTWISE", "SAME_LEVEL", "group_width",
+           "reverse_widths", "ChangeChannel", "ReverseBlock", "ReLayer", "ReConv1", "ReverseBackbone", "MaskGenerator"]
 
 #: backbone levels, shallow to deep (as returned by MultiScaleResNet.forward_features)
 LEVELS = ("conv1", "layer1", "layer2", "layer3", "layer4")
@@ -56,6 +61,8 @@ LEVELS = ("conv1", "layer1", "layer2", "layer3", "layer4")
 MASK_SOURCES = ("conv1", "re_layer1", "re_layer2")
 #: where the 17 keypoint groups live: "heads" (Table 1's widths, grouping at heatmaps / part masks) or "all"
 GROUPINGS = ("heads", "all")
+#: pointwise convolutions of the reverse blocks with grouping "heads": "full" or "channel" (no mixing)
+POINTWISE = ("full", "channel")
 #: reverse-backbone feature at the width and size of each backbone level's output (the re-layer's input:
 #: change_channel(level) + the deeper reverse output, i.e. the fused same-level feature)
 SAME_LEVEL = {"conv1": "re_conv1_in", "layer1": "re_layer1_in", "layer2": "re_layer2_in",
@@ -96,11 +103,13 @@ class ChangeChannel(nn.Sequential):
 
 class ReverseBlock(nn.Module):
     """Depthwise-separable residual block: depthwise 3x3 -> BN -> ReLU -> pointwise 1x1 (``groups`` groups: 1 is a
-    full pointwise convolution, 17 keeps the keypoint groups apart) -> BN, plus a (1x1, same groups) shortcut
-    when the width changes, ReLU."""
+    full pointwise convolution, 17 keeps the keypoint groups apart, 0 means ``gcd(cin, cout)``: no channel mixing
+    beyond the width change, output channel ``j`` reads ``cin / cout`` adjacent input channels) -> BN, plus a
+    (1x1, same groups) shortcut when the width changes, ReLU."""
 
     def __init__(self, cin: int, cout: int, groups: int = NUM_KEYPOINTS):
         super().__init__()
+        groups = groups or math.gcd(cin, cout)
         if cin % groups or cout % groups:
             raise ValueError(f"reverse widths must be divisible by {groups}: got {cin} -> {cout}")
         self.dw = nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False)
@@ -168,14 +177,17 @@ class ReverseBackbone(nn.Module):
         width_mult / min_group_width: reverse widths, see :func:`reverse_widths`.
         blocks: blocks of re_layer1, re_layer2, re_layer3, re_layer4 (paper: 2, 3, 5, 2).
         channels_last: compute in channels-last memory layout (same values, faster grouped convolutions).
-        grouping: ``"heads"`` (Table 1's widths, full pointwise convolutions, 17 groups from ``re_conv1``'s
-            1x1 alignment to ``num_keypoints * head_group_width`` channels on) or ``"all"`` (every level 17-grouped).
+        grouping: ``"heads"`` (Table 1's widths, 17 groups from ``re_conv1``'s 1x1 alignment to
+            ``num_keypoints * head_group_width`` channels on) or ``"all"`` (every level 17-grouped).
         head_group_width: channels per keypoint after the alignment (``grouping="heads"`` only).
+        pointwise: the blocks' pointwise convolutions with ``grouping="heads"``: ``"full"`` (textbook
+            depthwise-separable) or ``"channel"`` (no channel mixing in the blocks: ``groups = gcd(cin, cout)``; the
+            full-feature step is change_channel's 1x1 on the backbone's same-size features).
     """
 
     def __init__(self, in_channels, num_keypoints: int = NUM_KEYPOINTS, width_mult: float = 1.0,
                  min_group_width: int = 4, blocks: Sequence[int] = (2, 3, 5, 2), channels_last: bool = True,
-                 grouping: str = "heads", head_group_width: int = 4):
+                 grouping: str = "heads", head_group_width: int = 4, pointwise: str = "full"):
         super().__init__()
         #: run the reverse path in channels-last layout: its depthwise / grouped convolutions are about 2.3x
         #: faster that way on CPU (oneDNN, measured); same values up to float rounding (tests/test_rbnet.py)
@@ -187,17 +199,20 @@ class ReverseBackbone(nn.Module):
             raise ValueError(f"in_channels needs 5 entries (conv1, layer1..layer4), got {in_channels}")
         if len(blocks) != 4:
             raise ValueError(f"blocks needs 4 entries (re_layer1..re_layer4), got {list(blocks)}")
+        if pointwise not in POINTWISE:
+            raise ValueError(f"pointwise must be one of {POINTWISE}, got {pointwise!r}")
         if head_group_width < 1:
             raise ValueError(f"head_group_width must be >= 1, got {head_group_width}")
         self.num_keypoints = num_keypoints
         self.grouping = grouping
+        self.pointwise = pointwise if grouping == "heads" else "grouped"
         self.in_channels = dict(zip(LEVELS, in_channels))
         w = reverse_widths(in_channels, grouping, width_mult, num_keypoints, min_group_width)
         #: reverse width per backbone level
         self.widths = dict(zip(LEVELS, w))
         #: channels where keypoint-wise outputs are formed (heatmaps; the mask generator's alignment)
         self.head_width = num_keypoints * int(head_group_width) if grouping == "heads" else None
-        g = num_keypoints if grouping == "all" else 1
+        g = num_keypoints if grouping == "all" else (1 if pointwise == "full" else 0)
         self.change_channel = nn.ModuleDict({lvl: ChangeChannel(c, wi) for lvl, c, wi in zip(LEVELS, in_channels, w)})
         # re_layer k reads level k (layer_k) and outputs the width of level k-1 (layer_k's input)
         self.re_layer4 = ReLayer(w[4], w[3], blocks[3], g)

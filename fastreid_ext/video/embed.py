@@ -44,12 +44,29 @@ def torchreid_osnet_cfg(weights: str, arch: str = "osnet_x0_25", device: str = "
                                              "MODEL.BACKBONE.PRETRAIN_PATH", str(weights)], device=device)
 
 
-def resize_crops(crops: Sequence[np.ndarray], masks: Optional[Sequence[Optional[np.ndarray]]], size_hw):
+RESIZE_METHODS = ("pil", "fast")
+
+
+def _resize_one(c: np.ndarray, h: int, w: int, method: str) -> np.ndarray:
+    c = np.asarray(c, dtype=np.uint8)
+    if method == "fast" and c.shape[0] <= h and c.shape[1] <= w:
+        import cv2
+
+        # upscaling: no antialiasing filter is involved, OpenCV's bicubic differs from PIL's only by its cubic
+        # coefficient (-0.75 vs -0.5) and is ~8x faster (OSNet x0.25 features of MOT17-04 crops: cosine >= 0.998)
+        return cv2.resize(c, (w, h), interpolation=cv2.INTER_CUBIC)
+    return np.asarray(Image.fromarray(c).resize((w, h), Image.BICUBIC))
+
+
+def resize_crops(crops: Sequence[np.ndarray], masks: Optional[Sequence[Optional[np.ndarray]]], size_hw,
+                 method: str = "pil"):
     """RGB uint8 crops -> float (N, 3, H, W) 0..255, bicubic as FastReID's test transform (``T.Resize(size,
-    interpolation=3)``); masks -> (N, 1, H, W) in [0, 1] (bilinear; ``None`` entries: the whole crop), or None."""
+    interpolation=3)``, PIL); masks -> (N, 1, H, W) in [0, 1] (bilinear; ``None`` entries: the whole crop), or None.
+    ``method="fast"``: crops smaller than the input size on both axes are upscaled with OpenCV's bicubic instead."""
+    if method not in RESIZE_METHODS:
+        raise ValueError(f"resize method must be one of {RESIZE_METHODS}, got {method!r}")
     h, w = size_hw
-    imgs = np.stack([np.asarray(Image.fromarray(np.asarray(c, dtype=np.uint8)).resize((w, h), Image.BICUBIC))
-                     for c in crops]).astype(np.float32)
+    imgs = np.stack([_resize_one(c, h, w, method) for c in crops]).astype(np.float32)
     x = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous()
     if masks is None:
         return x, None
@@ -99,7 +116,7 @@ class ReidEmbedder:
 
     def preprocess(self, crops: Sequence[np.ndarray], masks: Optional[Sequence[Optional[np.ndarray]]] = None):
         """Crops -> float (N, 3, H, W) 0..255 and masks -> (N, 1, H, W) (or None): :func:`resize_crops`."""
-        return resize_crops(crops, masks, self.size_hw)
+        return resize_crops(crops, masks, self.size_hw, getattr(self, "resize", "pil"))
 
     @torch.no_grad()
     def embed_tensor(self, x: torch.Tensor, m: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -134,14 +151,15 @@ class ReidEmbedder:
 def build_embedder(config_file: Optional[str] = None, opts: Sequence[str] = (), weights: Optional[str] = None,
                    torchreid_weights: Optional[str] = None, torchreid_arch: str = "osnet_x0_25",
                    device: str = "cpu", batch_size: int = 32, fill: str = "zero", onnx: Optional[str] = None,
-                   threads: int = 0):
+                   threads: int = 0, resize: str = "pil"):
     """A FastReID config (+ ``MODEL.WEIGHTS``), or torchreid OSNet weights through the bridge; with ``onnx`` (a file
     exported by ``tools/export_onnx.py``) an onnxruntime embedder (:class:`fastreid_ext.deploy.ort_embedder.
-    OrtEmbedder`), refused when a config / weights given with it describe another model."""
+    OrtEmbedder`), refused when a config / weights given with it describe another model. ``resize``: see
+    :func:`resize_crops`."""
     if onnx:
         from ..deploy.ort_embedder import OrtEmbedder
 
-        emb = OrtEmbedder(onnx, threads=threads, batch_size=batch_size, fill=fill)
+        emb = OrtEmbedder(onnx, threads=threads, batch_size=batch_size, fill=fill, resize=resize)
         if torchreid_weights or config_file:
             ref = build_embedder(config_file, opts, weights, torchreid_weights, torchreid_arch, device, batch_size,
                                  fill)
@@ -155,5 +173,7 @@ def build_embedder(config_file: Optional[str] = None, opts: Sequence[str] = (), 
         cfg = load_cfg(config_file, opts, weights, device)
     else:
         raise ValueError("give a FastReID config (--config-file, with MODEL.WEIGHTS) or --torchreid-weights")
-    return ReidEmbedder(cfg, batch_size=batch_size, fill=fill)
+    emb = ReidEmbedder(cfg, batch_size=batch_size, fill=fill)
+    emb.resize = resize
+    return emb
 

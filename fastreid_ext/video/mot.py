@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import configparser
 import glob
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -71,7 +74,12 @@ def load_sequence(seq_dir: str | os.PathLike, max_frames: int = 0) -> MotSequenc
     """Frames of a MOT sequence folder (``imDir``/``imExt`` from seqinfo.ini, default ``img1``/.jpg);
     frames present on disk only (mini sequences hold a prefix of the frames)."""
     seq_dir = Path(seq_dir)
+    if not seq_dir.is_dir():
+        raise FileNotFoundError(f"sequence folder not found: {seq_dir}")
     info = read_seqinfo(seq_dir)
+    if not info:
+        logger.warning("%s has no seqinfo.ini [Sequence] section (MOTChallenge layout): assuming frames img1/*.jpg "
+                       "at 30 frames/s", seq_dir)
     im_dir = seq_dir / info.get("imdir", "img1")
     ext = info.get("imext", ".jpg")
     if not im_dir.is_dir():
@@ -79,9 +87,20 @@ def load_sequence(seq_dir: str | os.PathLike, max_frames: int = 0) -> MotSequenc
     files = sorted(glob.glob(str(im_dir / f"*{ext}")), key=lambda p: int(Path(p).stem) if Path(p).stem.isdigit() else p)
     if not files:
         raise FileNotFoundError(f"no *{ext} frames in {im_dir}")
-    if max_frames:
-        files = files[:max_frames]
     ids = [int(Path(p).stem) if Path(p).stem.isdigit() else i + 1 for i, p in enumerate(files)]
+    if all(Path(p).stem.isdigit() for p in files):
+        # a gap in the numbering is a missing frame: list it in the order it belongs, so that it is reported when
+        # its turn comes (frames before it are processed and written first)
+        width = len(Path(files[0]).stem)
+        present = set(ids)
+        missing = [i for i in range(ids[0], ids[-1] + 1) if i not in present]
+        if missing:
+            logger.warning("%s: %d frame(s) missing from %s, first %s", seq_dir, len(missing), im_dir,
+                           f"{missing[0]:0{width}d}{ext}")
+            ids = list(range(ids[0], ids[-1] + 1))
+            files = [str(im_dir / f"{i:0{width}d}{ext}") for i in ids]
+    if max_frames:
+        files, ids = files[:max_frames], ids[:max_frames]
     return MotSequence(name=info.get("name", seq_dir.name), root=seq_dir, frames=[Path(p) for p in files],
                      frame_ids=ids, frame_rate=float(info.get("framerate", 30)))
 

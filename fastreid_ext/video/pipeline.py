@@ -1,6 +1,9 @@
-"""Detect-then-re-id over frames: boxes (MOT gt/det files or a detector callable) -> crops -> optional
-background removal (mediapipe) -> embeddings -> identity assignment against a gallery -> CSV/JSON
-results, annotated pictures and timings (frames/s, crops/s)."""
+"""Detect-then-re-id over frames: boxes (MOT gt/det files or a detector, :mod:`.detect`) -> confidence / size
+filters -> crops -> optional background removal (mediapipe) -> embeddings (all crops of a frame in one batch) ->
+identity assignment against a gallery (cross-camera matching) and per-sequence tracking (:mod:`.track`, DeepSORT on
+our embeddings + motion) -> CSV/JSON results, MOTChallenge results files and motmetrics scores (:mod:`.mot_eval`),
+annotated pictures / video and timings (frames/s, crops/s). Frames are decoded in a background thread
+(:mod:`.frames`) while the previous one is processed."""
 from __future__ import annotations
 
 import csv
@@ -16,12 +19,15 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .detect import filter_boxes
+from .frames import FrameError, PrefetchReader
 from .gallery import IdentityGallery, identity_accuracy
 from .mot import Box, MotSequence, find_box_file, load_sequence, read_mot_boxes
 
 logger = logging.getLogger(__name__)
 
-CSV_FIELDS = ["sequence", "frame", "left", "top", "width", "height", "score", "gt_id", "assigned_id", "distance"]
+CSV_FIELDS = ["sequence", "frame", "left", "top", "width", "height", "score", "gt_id", "assigned_id", "distance",
+              "track_id"]
 
 
 def load_detector(spec: str) -> Callable:
@@ -92,18 +98,21 @@ def id_color(i: int):
     return int(b * 255), int(g * 255), int(r * 255)
 
 
-def draw_frame(frame_bgr: np.ndarray, rows: List[dict], path: Path, scale: float = 0.5) -> None:
-    """Boxes coloured by assigned id, labelled ``id`` (and ``gt`` when known); written to ``path``."""
+def draw_frame(frame_bgr: np.ndarray, rows: List[dict], path: Optional[Path], scale: float = 0.5):
+    """Boxes coloured by track id (``T<id>``) or else assigned id, labelled with it (and ``gt`` when known); written
+    to ``path`` (None: only returned)."""
     import cv2
 
     img = frame_bgr.copy()
     t = max(2, int(round(3 * img.shape[0] / 1080)))
     for r in rows:
-        c = id_color(int(r["assigned_id"]))
+        tracked = int(r.get("track_id", -1)) >= 0
+        c = id_color(int(r["track_id"] if tracked else r["assigned_id"]))
         x0, y0 = int(r["left"]), int(r["top"])
         x1, y1 = int(r["left"] + r["width"]), int(r["top"] + r["height"])
         cv2.rectangle(img, (x0, y0), (x1, y1), c, t)
-        label = f"{r['assigned_id']}" + (f" gt{r['gt_id']}" if r["gt_id"] >= 0 else "")
+        label = (f"T{r['track_id']}" if tracked else f"{r['assigned_id']}") + \
+            (f" gt{r['gt_id']}" if r["gt_id"] >= 0 else "")
         fs = 0.5 * img.shape[0] / 540
         (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, fs, max(1, t // 2))
         cv2.rectangle(img, (x0, max(0, y0 - th - 6)), (x0 + tw + 4, y0), c, -1)
@@ -111,8 +120,10 @@ def draw_frame(frame_bgr: np.ndarray, rows: List[dict], path: Path, scale: float
                     cv2.LINE_AA)
     if scale != 1.0:
         img = cv2.resize(img, (int(img.shape[1] * scale), int(img.shape[0] * scale)), interpolation=cv2.INTER_AREA)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return img
 
 
 @dataclass
@@ -125,13 +136,18 @@ class Timing:
     segment: float = 0.0
     embed: float = 0.0
     match: float = 0.0
+    track: float = 0.0
+    #: busy time of the decoding thread (overlapped with the rest; ``read`` is the main thread's wait for a frame)
+    decode_thread: float = 0.0
+
+    FIELDS = ("frames", "crops", "read", "detect", "crop", "segment", "embed", "match", "track", "decode_thread")
 
     @property
     def total(self) -> float:
-        return self.read + self.detect + self.crop + self.segment + self.embed + self.match
+        return self.read + self.detect + self.crop + self.segment + self.embed + self.match + self.track
 
     def as_dict(self) -> Dict[str, float]:
-        d = {k: getattr(self, k) for k in ("frames", "crops", "read", "detect", "crop", "segment", "embed", "match")}
+        d = {k: getattr(self, k) for k in self.FIELDS}
         d["total_s"] = self.total
         d["fps"] = self.frames / self.total if self.total > 0 else float("nan")
         d["crops_per_s_embed"] = self.crops / self.embed if self.embed > 0 else float("nan")
@@ -146,26 +162,45 @@ class RunResult:
     metrics: Dict[str, float] = field(default_factory=dict)
     per_sequence: Dict[str, dict] = field(default_factory=dict)
     pictures: List[str] = field(default_factory=list)
+    #: motmetrics per sequence and ``OVERALL`` (tracking with ground truth)
+    mot: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    #: MOTChallenge results file per sequence (tracking)
+    mot_files: Dict[str, str] = field(default_factory=dict)
+    video: Optional[str] = None
+    #: why a run stopped early (the outputs then hold what was completed)
+    error: Optional[str] = None
 
 
 def run_sequences(seq_dirs: Sequence[str], embedder, boxes: str = "gt", detector: Optional[Callable] = None,
                   segmenter=None, threshold: float = 0.35, gallery_update: str = "first",
                   shared_gallery: bool = False, max_frames: int = 0, min_visibility: float = 0.0,
                   min_score: float = -np.inf, out_dir: Optional[str] = None, draw: str = "last",
-                  draw_scale: float = 0.5, warmup: bool = True) -> RunResult:
+                  draw_scale: float = 0.5, warmup: bool = True, min_height: float = 0.0, min_width: float = 0.0,
+                  tracker_factory: Optional[Callable] = None, prefetch: int = 2, video: Optional[str] = None,
+                  video_fps: float = 0.0, fsync: bool = True) -> RunResult:
     """Run detect-then-re-id over MOT sequences.
 
     Args:
         seq_dirs: MOTChallenge sequence folders.
-        embedder: :class:`~fastreid_ext.video.embed.ReidEmbedder`.
+        embedder: :class:`~fastreid_ext.video.embed.ReidEmbedder` or
+            :class:`~fastreid_ext.deploy.ort_embedder.OrtEmbedder` (``embed(crops, masks)``); every crop of a frame goes
+            to one ``embed`` call.
         boxes: ``gt`` | ``det`` | a path to a MOT box file (single sequence) -- ignored with ``detector``.
-        detector: callable frame -> boxes (see :func:`load_detector`); gt ids are attached by IoU when the
-            sequence has ``gt/gt.txt``.
+        detector: callable frame -> boxes (:mod:`fastreid_ext.video.detect`, or see :func:`load_detector`); gt ids
+            are attached by IoU when the sequence has ``gt/gt.txt``.
         segmenter: a mask backend (e.g. :class:`~fastreid_ext.segmentation.MediaPipeSegmenter`) for
             background removal of each crop, or None.
         threshold: cosine-distance threshold of :class:`IdentityGallery`.
         shared_gallery: one gallery for all sequences (cross-camera matching); default one per sequence.
+        min_score / min_height / min_width: confidence and size filters (det files and detectors: score; all boxes:
+            size in pixels).
+        tracker_factory: ``() -> tracker`` (e.g. :class:`fastreid_ext.video.track.DeepSortTracker`), one per sequence;
+            with ``out_dir`` its MOTChallenge results go to ``out_dir/mot/SEQ.txt`` frame by frame, and sequences with
+            ``gt/gt.txt`` are scored with motmetrics (``RunResult.mot``).
+        prefetch: frames decoded ahead in a background thread (0: decode inline).
         draw: ``last`` | ``all`` | ``none``: annotated pictures written to ``out_dir``.
+        video: an annotated video file (``.mp4``/``.avi``; all sequences one after the other) or None.
+        fsync: ``fsync`` the results file after every frame (crash consistency on power loss too).
         warmup: embed one dummy batch first so that one-off start-up costs are not timed.
     """
     import cv2
@@ -177,81 +212,187 @@ def run_sequences(seq_dirs: Sequence[str], embedder, boxes: str = "gt", detector
     out = Path(out_dir) if out_dir else None
     gallery = IdentityGallery(threshold, gallery_update)
     id_offset = 0
-    for seq_dir in seq_dirs:
-        seq: MotSequence = load_sequence(seq_dir, max_frames)
-        if not shared_gallery:
-            id_offset += len(gallery)
-            gallery = IdentityGallery(threshold, gallery_update)
-        gt_boxes = None
-        if detector is not None or boxes == "det":
+    sink = None
+    accs, acc_names = [], []
+    try:
+        for seq_dir in seq_dirs:
+            seq: MotSequence = load_sequence(seq_dir, max_frames)
+            if not shared_gallery:
+                id_offset += len(gallery)
+                gallery = IdentityGallery(threshold, gallery_update)
             gt_file = Path(seq.root) / "gt" / "gt.txt"
-            gt_boxes = read_mot_boxes(gt_file, "gt", min_visibility=min_visibility) if gt_file.is_file() else None
-        if detector is None:
-            box_file = find_box_file(seq.root, boxes) if boxes in ("gt", "det") else Path(boxes)
-            all_boxes = read_mot_boxes(box_file, min_visibility=min_visibility, min_score=min_score)
-        seq_rows: List[dict] = []
-        seq_t = Timing()
-        for k, (fpath, fid) in enumerate(zip(seq.frames, seq.frame_ids)):
-            t0 = time.perf_counter()
-            frame_bgr = cv2.imread(str(fpath), cv2.IMREAD_COLOR)
-            if frame_bgr is None:
-                raise RuntimeError(f"cannot read frame {fpath}")
-            frame = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
-            t1 = time.perf_counter()
-            if detector is not None:
-                fboxes = boxes_from_detector(detector, frame, fid)
-            else:
-                fboxes = [Box(**vars(b)) for b in all_boxes.get(fid, [])]
-            if gt_boxes is not None:
-                attach_gt_ids(fboxes, gt_boxes.get(fid, []))
-            t2 = time.perf_counter()
-            crops, kept = [], []
-            H, W = frame.shape[:2]
-            for b in fboxes:
-                c = b.clipped(W, H)
-                if c is None:
-                    continue
-                x0, y0, x1, y1 = c
-                crops.append(frame[y0:y1, x0:x1])
-                kept.append(b)
-            t3 = time.perf_counter()
-            masks = segmenter.predict(crops) if (segmenter is not None and crops) else None
-            t4 = time.perf_counter()
-            feats = embedder.embed(crops, masks)
-            t5 = time.perf_counter()
-            ids, dist = gallery.assign(feats) if len(crops) else (np.zeros(0, np.int64), np.zeros(0))
-            t6 = time.perf_counter()
-            seq_t.frames += 1
-            seq_t.crops += len(crops)
-            seq_t.read += t1 - t0
-            seq_t.detect += t2 - t1
-            seq_t.crop += t3 - t2
-            seq_t.segment += t4 - t3
-            seq_t.embed += t5 - t4
-            seq_t.match += t6 - t5
-            rows = []
-            for b, i, d in zip(kept, ids, dist):
-                rows.append({"sequence": seq.name, "frame": fid, "left": round(b.left, 2), "top": round(b.top, 2),
-                             "width": round(b.width, 2), "height": round(b.height, 2), "score": round(b.score, 4),
-                             "gt_id": int(b.gt_id), "assigned_id": int(i) + (0 if shared_gallery else id_offset),
-                             "distance": None if np.isnan(d) else round(float(d), 4)})
-            seq_rows.extend(rows)
-            if out is not None and (draw == "all" or (draw == "last" and k == len(seq.frames) - 1)):
-                p = out / f"{seq.name}_{fid:06d}.jpg"
-                draw_frame(frame_bgr, rows, p, draw_scale)
-                res.pictures.append(str(p))
-        labelled = [r for r in seq_rows if r["gt_id"] >= 0]
-        m = identity_accuracy([r["gt_id"] for r in labelled], [r["assigned_id"] for r in labelled])
-        res.per_sequence[seq.name] = {"metrics": m, "timing": seq_t.as_dict()}
-        res.rows.extend(seq_rows)
-        for k in ("frames", "crops", "read", "detect", "crop", "segment", "embed", "match"):
-            setattr(res.timing, k, getattr(res.timing, k) + getattr(seq_t, k))
+            gt_boxes = None
+            if detector is not None or boxes == "det" or tracker_factory is not None:
+                gt_boxes = read_mot_boxes(gt_file, "gt", min_visibility=min_visibility) if gt_file.is_file() else None
+            if detector is None:
+                box_file = find_box_file(seq.root, boxes) if boxes in ("gt", "det") else Path(boxes)
+                all_boxes = read_mot_boxes(box_file, min_visibility=min_visibility, min_score=min_score)
+            tracker = tracker_factory() if tracker_factory is not None else None
+            writer = None
+            if tracker is not None and out is not None:
+                from .mot_eval import MotResultsWriter
+
+                writer = MotResultsWriter(str(out / "mot" / f"{seq.name}.txt"), fsync=fsync)
+                res.mot_files[seq.name] = str(writer.path)
+            seq_rows: List[dict] = []
+            seq_t = Timing()
+            outside = 0
+            reader = PrefetchReader(seq.frames, seq.name, depth=prefetch)
+            done_frames: List[int] = []
+            fid = None
+            try:
+                t0 = time.perf_counter()
+                for k, frame_bgr in reader:
+                    fid = seq.frame_ids[k]
+                    if isinstance(frame_bgr, FrameError):
+                        raise frame_bgr
+                    frame = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+                    t1 = time.perf_counter()
+                    if detector is not None:
+                        fboxes = boxes_from_detector(detector, frame, fid)
+                    else:
+                        fboxes = [Box(**vars(b)) for b in all_boxes.get(fid, [])]
+                    fboxes = filter_boxes(fboxes, min_score, min_height, min_width)
+                    if gt_boxes is not None and (detector is not None or boxes != "gt"):
+                        attach_gt_ids(fboxes, gt_boxes.get(fid, []))
+                    t2 = time.perf_counter()
+                    crops, kept = [], []
+                    H, W = frame.shape[:2]
+                    for b in fboxes:
+                        c = b.clipped(W, H)
+                        if c is None:
+                            outside += 1
+                            continue
+                        x0, y0, x1, y1 = c
+                        crops.append(frame[y0:y1, x0:x1])
+                        kept.append(b)
+                    t3 = time.perf_counter()
+                    masks = segmenter.predict(crops) if (segmenter is not None and crops) else None
+                    t4 = time.perf_counter()
+                    feats = embedder.embed(crops, masks)
+                    t5 = time.perf_counter()
+                    ids, dist = gallery.assign(feats) if len(crops) else (np.zeros(0, np.int64), np.zeros(0))
+                    t6 = time.perf_counter()
+                    track_ids = np.full(len(kept), -1, np.int64)
+                    if tracker is not None:
+                        # the tracker sees the boxes clipped to the frame, as the crops were
+                        clipped = np.array([[c0, c1, c2 - c0, c3 - c1] for c0, c1, c2, c3 in
+                                            (b.clipped(W, H) for b in kept)], np.float32).reshape(-1, 4)
+                        track_ids = tracker.update(clipped, np.array([b.score for b in kept], np.float32), feats)
+                    t7 = time.perf_counter()
+                    seq_t.frames += 1
+                    seq_t.crops += len(crops)
+                    seq_t.read += t1 - t0
+                    seq_t.detect += t2 - t1
+                    seq_t.crop += t3 - t2
+                    seq_t.segment += t4 - t3
+                    seq_t.embed += t5 - t4
+                    seq_t.match += t6 - t5
+                    seq_t.track += t7 - t6
+                    rows = []
+                    for b, i, d, tid in zip(kept, ids, dist, track_ids):
+                        rows.append({"sequence": seq.name, "frame": fid, "left": round(b.left, 2),
+                                     "top": round(b.top, 2), "width": round(b.width, 2),
+                                     "height": round(b.height, 2), "score": round(b.score, 4), "gt_id": int(b.gt_id),
+                                     "assigned_id": int(i) + (0 if shared_gallery else id_offset),
+                                     "distance": None if np.isnan(d) else round(float(d), 4), "track_id": int(tid)})
+                    if writer is not None:  # the frame is complete: append it to the results file
+                        writer.write_frame(fid, [(r["track_id"], r["left"], r["top"], r["width"], r["height"],
+                                                  r["score"]) for r in rows if r["track_id"] >= 0])
+                    done_frames.append(fid)
+                    seq_rows.extend(rows)
+                    want_pic = out is not None and (draw == "all" or (draw == "last" and k == len(seq.frames) - 1))
+                    if want_pic or video:
+                        p = out / f"{seq.name}_{fid:06d}.jpg" if want_pic else None
+                        img = draw_frame(frame_bgr, rows, p, draw_scale)
+                        if p is not None:
+                            res.pictures.append(str(p))
+                        if video:
+                            sink = sink or _VideoSink(video, video_fps or seq.frame_rate)
+                            sink.write(img)
+                    t0 = time.perf_counter()
+            except BaseException as e:
+                last = done_frames[-1] if done_frames else None
+                where = f"{writer.path} holds frames up to {last}" if writer is not None and last is not None else \
+                    (f"{writer.path} is empty" if writer is not None else "no results file")
+                res.rows.extend(seq_rows)
+                res.error = f"{seq.name}: stopped at frame {fid}: {type(e).__name__}: {e}"
+                if out is not None:
+                    write_results(res, out)
+                if isinstance(e, (FrameError, ValueError, RuntimeError, OSError)):
+                    raise RuntimeError(f"{res.error} ({where})") from e
+                raise
+            finally:
+                reader.close()
+                seq_t.decode_thread = reader.decode_s
+                if writer is not None:
+                    writer.close()
+            if outside:
+                logger.warning("%s: %d box(es) lie outside the %dx%d frames (or are under 2 px inside): skipped",
+                               seq.name, outside, W, H)
+            labelled = [r for r in seq_rows if r["gt_id"] >= 0]
+            m = identity_accuracy([r["gt_id"] for r in labelled], [r["assigned_id"] for r in labelled])
+            res.per_sequence[seq.name] = {"metrics": m, "timing": seq_t.as_dict(), "boxes_outside": outside}
+            if tracker is not None and gt_boxes is not None:
+                from .mot_eval import evaluate_mot, read_mot_results
+
+                tracked = read_mot_results(writer.path) if writer is not None else _results_of(seq_rows)
+                accs.append(evaluate_mot(tracked, gt_boxes, done_frames, seq.name))
+                acc_names.append(seq.name)
+            res.rows.extend(seq_rows)
+            for k in Timing.FIELDS:
+                setattr(res.timing, k, getattr(res.timing, k) + getattr(seq_t, k))
+    finally:
+        if sink is not None:
+            sink.close()
+            res.video = sink.path
     labelled = [r for r in res.rows if r["gt_id"] >= 0]
     res.metrics = identity_accuracy([(r["sequence"], r["gt_id"]) for r in labelled],
                                     [r["assigned_id"] for r in labelled])
+    if accs:
+        from .mot_eval import summarize
+
+        res.mot = summarize(accs, acc_names)
     if out is not None:
         write_results(res, out)
     return res
+
+
+def _results_of(rows: List[dict]) -> Dict[int, list]:
+    out: Dict[int, list] = {}
+    for r in rows:
+        if r["track_id"] >= 0:
+            out.setdefault(r["frame"], []).append((r["track_id"], r["left"], r["top"], r["width"], r["height"],
+                                                   r["score"]))
+    return out
+
+
+class _VideoSink:
+    """Annotated frames into a video file (OpenCV's ``VideoWriter``: ``mp4v`` for .mp4, ``MJPG`` otherwise)."""
+
+    def __init__(self, path: str, fps: float):
+        self.path = str(path)
+        self.fps = float(fps) or 30.0
+        self.writer = None
+
+    def write(self, img: np.ndarray) -> None:
+        import cv2
+
+        if self.writer is None:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.lower().endswith(".mp4") else "MJPG"))
+            self.size = (img.shape[1], img.shape[0])
+            self.writer = cv2.VideoWriter(self.path, fourcc, self.fps, self.size)
+            if not self.writer.isOpened():
+                raise OSError(f"OpenCV cannot write the video {self.path} (try .avi)")
+        if (img.shape[1], img.shape[0]) != self.size:
+            img = cv2.resize(img, self.size)
+        self.writer.write(img)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
 
 
 def write_results(res: RunResult, out: Path) -> None:
@@ -262,7 +403,9 @@ def write_results(res: RunResult, out: Path) -> None:
         for r in res.rows:
             w.writerow({k: ("" if r[k] is None else r[k]) for k in CSV_FIELDS})
     summary = {"metrics": res.metrics, "timing": res.timing.as_dict(), "per_sequence": res.per_sequence,
-               "pictures": [os.path.basename(p) for p in res.pictures]}
+               "pictures": [os.path.basename(p) for p in res.pictures], "mot": res.mot,
+               "mot_files": {k: os.path.relpath(v, out) for k, v in res.mot_files.items()},
+               "video": res.video, "error": res.error}
     with open(out / "summary.json", "w") as f:
         json.dump(summary, f, indent=2)
     with open(out / "assignments.json", "w") as f:

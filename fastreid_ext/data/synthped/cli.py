@@ -7,6 +7,9 @@
     python tools/make_synthetic.py --domain SynthPedA SynthPedB SynthPedC --preview-only \\
         --preview docs/synthped_samples.png                                         # samples, no dataset
 
+    python tools/make_synthetic.py --controlled datasets/synthped_controlled --controlled-ids 12 \
+        [--controlled-factors distance orientation] [--preview controlled.png]   # controlled conditions
+
 The preview has a row per identity (the same person in different cameras, labelled with pid,
 camera and view: fr/ba/le/ri) and a panel with the first image's keypoints and mask overlay.
 FastReID also creates the datasets on first use (DATASETS.NAMES ("SynthPedA",)) under
@@ -20,6 +23,8 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from .controlled import FACTORS as CONTROLLED_FACTORS
+from .controlled import generate_controlled, make_controlled_preview
 from .generate import PRESETS, generate_dataset, make_preview
 from .render import DOMAINS
 
@@ -51,12 +56,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview-cols", type=int, default=6, help="cameras (columns) per identity in the preview")
     p.add_argument("--preview-zoom", type=float, default=1.0)
     p.add_argument("--preview-colors", type=int, default=0, help="quantise the preview PNG (smaller file); 0: off")
+    p.add_argument("--controlled", metavar="DIR",
+                   help="write the controlled-conditions set (one factor at a time, <factor>/<condition>/<id>_<shot>.png; "
+                        "fastreid_ext/data/synthped/controlled.py) into DIR instead of a domain")
+    p.add_argument("--controlled-ids", type=int, default=10, help="people in the controlled set")
+    p.add_argument("--controlled-shots", type=int, default=5, help="shots per condition (the paper: 5)")
+    p.add_argument("--controlled-factors", nargs="+", default=None, choices=list(CONTROLLED_FACTORS),
+                   help="factor series (default: all)")
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[Path]:
     """Generate the datasets and/or the preview; returns the paths written (dataset folders, then the preview)."""
     a = build_parser().parse_args(argv)
+    if a.controlled:
+        t = time.time()
+        out = generate_controlled(a.controlled, num_ids=a.controlled_ids, shots=a.controlled_shots,
+                                  seed=0 if a.seed is None else a.seed, factors=a.controlled_factors,
+                                  domain=a.domain[0], overwrite=a.overwrite, progress=not a.no_progress,
+                                  workers=a.workers)
+        print(f"controlled: {out} ({time.time() - t:.1f} s)")
+        written = [Path(out)]
+        if a.preview:
+            written.append(Path(make_controlled_preview(out, a.preview, colors=a.preview_colors or None)))
+            print(f"preview: {written[-1]}")
+        return written
     if a.preview_only and not a.preview:
         raise SystemExit("--preview-only needs --preview PNG")
     written: List[Path] = []

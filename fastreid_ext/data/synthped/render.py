@@ -449,26 +449,40 @@ def _capsule(cv, p1, p2, r1, r2, color, shaded=True):
 
 
 class _Projector:
-    def __init__(self, yaw, s, cx, vg, S):
+    """Body frame -> image. Defaults: the orthographic side-on view of the datasets. ``pitch`` (radians, > 0: the
+    camera looks down) tilts the view about the horizontal image axis; ``persp`` > 0 is the camera's distance from
+    the point at height ``pivot`` (body units) and makes the projection perspective (``s`` holds at the pivot's
+    depth). Both are used by the controlled-conditions mode (:mod:`.controlled`)."""
+
+    def __init__(self, yaw, s, cx, vg, S, pitch=0.0, persp=0.0, pivot=0.0):
         self.yaw, self.s, self.cx, self.vg, self.S = yaw, s, cx, vg, S
+        self.pitch, self.persp, self.pivot = float(pitch), float(persp), float(pivot)
 
     def world(self, p):
-        return _rot_y(p, self.yaw)
+        w = _rot_y(p, self.yaw)
+        if self.pitch:  # a linear map (normals transform with it too): Y up / Z towards the camera, tilted
+            c, s = math.cos(self.pitch), math.sin(self.pitch)
+            w = np.stack([w[..., 0], w[..., 1] * c - w[..., 2] * s, w[..., 1] * s + w[..., 2] * c], -1)
+        return w
+
+    def _plane(self, w):
+        """Camera-frame point(s) -> (x, y) on the image plane in body units (y up, origin at the sole)."""
+        if not self.persp:
+            return w[..., 0], w[..., 1]
+        py, pz = self.pivot * math.cos(self.pitch), self.pivot * math.sin(self.pitch)
+        k = self.persp / np.maximum(self.persp - (w[..., 2] - pz), 1e-3)
+        return k * w[..., 0], py + k * (w[..., 1] - py)
 
     def hr(self, p):
         """Body-frame point(s) -> super-sampled canvas pixel coordinates."""
-        w = self.world(p)
-        if w.ndim == 1:
-            return np.array(((self.cx + self.s * w[0] + 0.5) * self.S - 0.5,
-                             (self.vg - self.s * w[1] + 0.5) * self.S - 0.5))
-        u = (self.cx + self.s * w[..., 0] + 0.5) * self.S - 0.5
-        v = (self.vg - self.s * w[..., 1] + 0.5) * self.S - 0.5
-        return np.stack([u, v], -1)
+        x, y = self._plane(self.world(p))
+        return np.stack([(self.cx + self.s * x + 0.5) * self.S - 0.5, (self.vg - self.s * y + 0.5) * self.S - 0.5],
+                        -1)
 
     def out(self, p):
         """Body-frame point(s) -> output-image pixel coordinates (pixel centres at integers)."""
-        w = self.world(p)
-        return np.stack([self.cx + self.s * w[..., 0], self.vg - self.s * w[..., 1]], -1)
+        x, y = self._plane(self.world(p))
+        return np.stack([self.cx + self.s * x, self.vg - self.s * y], -1)
 
     def depth(self, p):
         return float(self.world(p)[..., 2].mean())

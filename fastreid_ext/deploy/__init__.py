@@ -1,0 +1,3 @@
+"""Deployment: ONNX export of any registered re-id model (:mod:`.onnx_export`), an onnxruntime embedder for the video
+tool and FastReID's evaluator (:mod:`.ort_embedder`), and the command line of ``tools/export_onnx.py`` (:mod:`.cli`).
+Importing this package imports neither onnx nor onnxruntime."""

@@ -1,0 +1,147 @@
+"""Command line of ``tools/export_onnx.py``: export any registered re-id model to ONNX, check it, and evaluate the
+exported file with FastReID's evaluator next to the PyTorch model.
+
+    # a fastreid_ext / FastReID config and its weights (KEY VALUE overrides at the end)
+    python tools/export_onnx.py --config-file projects/HPLF/configs/SynthPed/hplf_R18.yml \\
+        --weights logs/synthped/hplf_R18/model_final.pth --output hplf_R18.onnx
+    # torchreid OSNet (model zoo weights) through the backbone bridge
+    python tools/export_onnx.py --torchreid-weights ../shared/realdata/weights/osnet_x0_25_market1501.pth \\
+        --output osnet_x0_25.onnx
+    # export, then evaluate both on the config's DATASETS.TESTS with FastReID's evaluator (the method's own, e.g.
+    # HPLF's global+local or MMT's mean nets) and print the numbers side by side
+    python tools/export_onnx.py --config-file CFG --weights W --output m.onnx --evaluate
+    # evaluate an existing ONNX file against the PyTorch model (no export)
+    python tools/export_onnx.py --config-file CFG --weights W --onnx m.onnx --evaluate
+
+The export (fastreid_ext.deploy.onnx_export) is declared a success only after onnx.checker, onnxruntime loading, and
+onnxruntime-vs-PyTorch parity at batch 1 and 4 (cosine >= --min-cosine per sample, identical ranking) on rendered
+pedestrians, or on --check-images. Use the file in tools/reid_video.py --onnx FILE, or in Python with
+fastreid_ext.deploy.ort_embedder (OrtEmbedder, OnnxEvalModel; config key MODEL.DEPLOY.ONNX).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Optional, Sequence
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    head, tail = __doc__.split("\n\n", 1)
+    p = argparse.ArgumentParser(prog="export_onnx.py", description=head, epilog=tail,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    m = p.add_argument_group("model")
+    m.add_argument("--config-file", default=None, help="a FastReID / fastreid_ext config")
+    m.add_argument("--weights", default=None, help="MODEL.WEIGHTS (a FastReID checkpoint)")
+    m.add_argument("--torchreid-weights", default=None, help="a torchreid OSNet checkpoint (uses the bridge)")
+    m.add_argument("--torchreid-arch", default="osnet_x0_25")
+    e = p.add_argument_group("export")
+    e.add_argument("--output", default="model.onnx", help="the ONNX file to write (default: model.onnx)")
+    e.add_argument("--opset", type=int, default=None, help="ONNX opset (default: fastreid_ext.deploy.onnx_export."
+                   "DEFAULT_OPSET)")
+    e.add_argument("--check-images", nargs="+", default=None,
+                   help="image files / folders for the parity check (default: 8 rendered pedestrians)")
+    e.add_argument("--min-cosine", type=float, default=0.9999, help="parity threshold per sample")
+    e.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "torchscript"],
+                   help="auto: PyTorch's torch.export-based exporter, its TorchScript-based one for a model "
+                   "torch.export cannot trace")
+    v = p.add_argument_group("evaluation")
+    v.add_argument("--evaluate", action="store_true",
+                   help="evaluate PyTorch and onnxruntime on the config's DATASETS.TESTS with FastReID's evaluator")
+    v.add_argument("--onnx", default=None, help="evaluate this existing ONNX file (skips the export)")
+    v.add_argument("--threads", type=int, default=0, help="torch / onnxruntime threads (0: their defaults)")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    return p
+
+
+def _flat(results: dict) -> dict:
+    """``{dataset: {metric: v}}`` (FastReID's ``Trainer.test`` with several test sets) -> ``{dataset/metric: v}``."""
+    if results and all(isinstance(v, dict) for v in results.values()):
+        return {f"{ds}/{k}": v for ds, r in results.items() for k, v in r.items()}
+    return dict(results or {})
+
+
+def _metrics_table(torch_res: dict, onnx_res: dict) -> str:
+    a, b = _flat(torch_res), _flat(onnx_res)
+    rows = ["| metric | PyTorch | onnxruntime | difference |", "| --- | --- | --- | --- |"]
+    for k in a:
+        if k in b and isinstance(a[k], (int, float)) and isinstance(b[k], (int, float)):
+            rows.append(f"| {k} | {a[k]:.2f} | {b[k]:.2f} | {b[k] - a[k]:+.2f} |")
+    return "\n".join(rows)
+
+
+def evaluate(cfg, torch_model, onnx_path: str, threads: int = 0):
+    """FastReID's evaluation (``Trainer.test``: the test sets, evaluator and flip test of ``cfg``) of the PyTorch model
+    and of ``onnx_path`` through onnxruntime; returns ``(torch results, onnx results, markdown table)``."""
+    from ..engine.trainer import Trainer
+    from .ort_embedder import OnnxEvalModel
+
+    onnx_model = OnnxEvalModel(onnx_path, threads=threads).eval()
+    onnx_model.net.check_matches(cfg, torch_model)
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    res_t = Trainer.test(cfg, torch_model.eval())
+    res_o = Trainer.test(cfg, onnx_model)
+    return res_t, res_o, _metrics_table(res_t, res_o)
+
+
+def main(argv: Optional[Sequence[str]] = None):
+    """Export (unless ``--onnx``) and optionally evaluate; returns a dict with ``export`` and ``evaluation``."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from ..video.embed import build_embedder
+    from .onnx_export import DEFAULT_OPSET, OnnxExportError, export_onnx, load_images, model_input_names
+
+    if not args.config_file and not args.torchreid_weights:
+        raise SystemExit("error: give --config-file CFG (+ --weights / MODEL.WEIGHTS) or --torchreid-weights PATH")
+    try:
+        emb = build_embedder(args.config_file, args.opts, args.weights, args.torchreid_weights, args.torchreid_arch)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        raise SystemExit(f"error: {e}")
+    cfg, model = emb.cfg, emb.model.eval()
+    out = {"export": None, "evaluation": None}
+    if not args.onnx:
+        size = (int(cfg.INPUT.SIZE_TEST[0]), int(cfg.INPUT.SIZE_TEST[1]))
+        check = None
+        names = model_input_names(model)
+        if args.check_images:
+            if "masks" in names:
+                raise SystemExit("error: --check-images cannot give the person masks this model takes; leave it out "
+                                 "(rendered pedestrians come with masks)")
+            check = [load_images(args.check_images, size)]
+        try:
+            res = export_onnx(model, args.output, size, input_names=names, opset=args.opset or DEFAULT_OPSET,
+                              check_inputs=check, meta_architecture=cfg.MODEL.META_ARCHITECTURE,
+                              min_cosine=args.min_cosine, exporter=args.exporter)
+        except OnnxExportError as e:
+            raise SystemExit(f"error: {e}")
+        print(f"exported {cfg.MODEL.META_ARCHITECTURE} to {res.path}: inputs {', '.join(res.input_names)} "
+              f"(N, ., {size[0]}, {size[1]}), features (N, {res.feature_dim}), opset {res.opset}, dynamic batch, "
+              f"{res.metadata['exporter']} exporter")
+        print(f"checks passed: onnx.checker, onnxruntime, parity ({res.parity.summary()})")
+        out["export"] = res.as_dict()
+    onnx_path = args.onnx or args.output
+    if args.evaluate:
+        try:
+            res_t, res_o, table = evaluate(cfg, model, onnx_path, args.threads)
+        except (FileNotFoundError, ValueError, KeyError) as e:
+            raise SystemExit(f"error: {e}")
+        print(table)
+        out["evaluation"] = {"pytorch": json.loads(json.dumps(res_t, default=float)),
+                             "onnxruntime": json.loads(json.dumps(res_o, default=float))}
+    sys.stdout.flush()
+    return out
+
+
+if __name__ == "__main__":
+    main()

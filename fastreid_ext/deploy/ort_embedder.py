@@ -1,0 +1,194 @@
+"""Re-id features from an exported ONNX file with onnxruntime (https://onnxruntime.ai/docs/api/python/api_summary.html).
+
+* :class:`OnnxReidModel`: the session, its inputs (``images`` (N, 3, H, W) RGB 0..255, and ``masks`` for a model with a
+  mask input) and a check that the file is a re-id embedder (a detector or any other network is refused with a clear
+  message; a file exported from another model than a given config / weights too, see
+  :func:`~fastreid_ext.deploy.onnx_export.check_same_model`).
+* :class:`OnnxEvalModel`: an ``nn.Module`` with FastReID's eval interface (``model(batched_inputs)`` -> features), so
+  that FastReID's evaluator (``Trainer.test(cfg, model)``, with the method's own evaluator) scores the exported
+  model exactly as it scores the PyTorch one; built from the config key ``MODEL.DEPLOY.ONNX``
+  (:func:`build_deploy_model`).
+* :class:`OrtEmbedder`: person crops -> L2-normalised features for the video tool (same preprocessing and
+  background-removal behaviour as :class:`fastreid_ext.video.embed.ReidEmbedder`), all crops of a frame in one run.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import register_config
+from .onnx_export import check_same_model, make_session, read_metadata
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["OnnxEvalModel", "OnnxReidModel", "OrtEmbedder", "add_deploy_config", "build_deploy_model"]
+
+
+@register_config
+def add_deploy_config(cfg):
+    """``MODEL.DEPLOY.ONNX``: evaluate / embed with this exported file through onnxruntime instead of the PyTorch
+    model (``MODEL.DEPLOY.THREADS``: onnxruntime's intra-op threads, 0 = its default)."""
+    from fastreid.config import CfgNode as CN
+
+    if "DEPLOY" not in cfg.MODEL:
+        cfg.MODEL.DEPLOY = CN()
+        cfg.MODEL.DEPLOY.ONNX = ""
+        cfg.MODEL.DEPLOY.THREADS = 0
+    return cfg
+
+
+class OnnxReidModel:
+    """An onnxruntime session of a re-id embedder exported by :func:`~fastreid_ext.deploy.onnx_export.export_onnx`
+    (or any ONNX model with one ``(N, 3, H, W)`` float input and one ``(N, D)`` output)."""
+
+    def __init__(self, path: str, threads: int = 0, providers: Optional[Sequence[str]] = None):
+        path = str(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"ONNX file not found: {path}")
+        try:
+            self.meta = read_metadata(path)
+        except Exception as e:  # not protobuf at all
+            raise ValueError(f"{path} is not an ONNX model: {type(e).__name__}: {e}") from e
+        self.path = path
+        self.session = make_session(path, threads=threads, providers=providers)
+        ins, outs = self.session.get_inputs(), self.session.get_outputs()
+        self.input_names = tuple(i.name for i in ins)
+        img = ins[0]
+        shape = list(img.shape)
+        ok = (len(shape) == 4 and shape[1] == 3 and isinstance(shape[2], int) and isinstance(shape[3], int)
+              and img.type == "tensor(float)" and len(outs) == 1 and len(outs[0].shape) == 2
+              and set(self.input_names[1:]) <= {"masks"})
+        if not ok:
+            raise ValueError(
+                f"{path} is not a re-id embedder: inputs "
+                f"{[(i.name, i.shape, i.type) for i in ins]}, outputs {[(o.name, o.shape) for o in outs]}; expected "
+                f"images (N, 3, H, W) float [+ masks (N, 1, H, W)] -> features (N, D). Export a re-id model with "
+                f"tools/export_onnx.py")
+        if not self.meta:
+            logger.warning("%s has no fastreid_ext metadata (not exported by tools/export_onnx.py): assuming RGB "
+                           "input in 0..255 with the normalization inside the graph", path)
+        self.size_hw = (int(shape[2]), int(shape[3]))
+        d = outs[0].shape[1]
+        self.feature_dim = int(d) if isinstance(d, int) else int(self.meta.get("feature_dim", 0) or 0)
+        self.needs_masks = "masks" in self.input_names
+        self.pixel_mean = [float(v) for v in self.meta["pixel_mean"].split(",")] if self.meta.get("pixel_mean") \
+            else [123.675, 116.28, 103.53]
+
+    def run(self, images: np.ndarray, masks: Optional[np.ndarray] = None) -> np.ndarray:
+        """``images`` float32 (N, 3, H, W) RGB 0..255 (+ ``masks`` (N, 1, H, W)) -> raw features (N, D)."""
+        images = np.ascontiguousarray(images, np.float32)
+        if images.ndim != 4 or tuple(images.shape[1:]) != (3,) + self.size_hw:
+            raise ValueError(f"{self.path} takes images (N, 3, {self.size_hw[0]}, {self.size_hw[1]}), got "
+                             f"{tuple(images.shape)}")
+        feeds = {self.input_names[0]: images}
+        if self.needs_masks:
+            if masks is None:
+                masks = np.ones((images.shape[0], 1) + self.size_hw, np.float32)
+            feeds["masks"] = np.ascontiguousarray(masks, np.float32)
+        return self.session.run(None, feeds)[0]
+
+    def check_matches(self, cfg=None, model: Optional[nn.Module] = None) -> None:
+        """Refuse a file exported from another model than ``cfg`` / ``model`` (ValueError)."""
+        check_same_model(self.meta, model=model, cfg=cfg, onnx_path=self.path)
+        if cfg is not None:
+            size = (int(cfg.INPUT.SIZE_TEST[0]), int(cfg.INPUT.SIZE_TEST[1]))
+            if size != self.size_hw:
+                raise ValueError(f"{self.path} takes {self.size_hw[0]}x{self.size_hw[1]} images but the config's "
+                                 f"INPUT.SIZE_TEST is {size[0]}x{size[1]}: it was exported from another model")
+
+
+class OnnxEvalModel(nn.Module):
+    """FastReID's eval interface over an ONNX file: ``model(batched_inputs)`` -> features (torch, CPU). Inference only."""
+
+    def __init__(self, path: str, threads: int = 0, providers: Optional[Sequence[str]] = None):
+        super().__init__()
+        self.net = OnnxReidModel(path, threads=threads, providers=providers)
+        self.register_buffer("_anchor", torch.zeros(0), persistent=False)  # .to() / .device work as for a model
+        self._last_images = None
+
+    @property
+    def device(self):
+        return self._anchor.device
+
+    def forward(self, batched_inputs):
+        if self.training:
+            raise RuntimeError("an ONNX model is for inference only: call .eval()")
+        images = batched_inputs["images"] if isinstance(batched_inputs, dict) else batched_inputs
+        masks = None
+        if self.net.needs_masks:
+            masks = batched_inputs.get("masks") if isinstance(batched_inputs, dict) else None
+            if masks is None:
+                raise KeyError(f"{self.net.path} takes person masks: batched_inputs['masks'] (set "
+                               "DATASETS.ANNOTATIONS.LOAD_MASKS True)")
+            # FastReID's flip test (inference_on_dataset) mirrors batched_inputs["images"] in place and calls the
+            # model again; it leaves the masks as they are, so mirror them here when the images are the last ones
+            # mirrored (the PyTorch model does the same, fastreid_ext/joint_ibn/meta_arch.py)
+            last = self._last_images
+            if last is not None and last is not images and last.shape == images.shape \
+                    and torch.equal(last.flip(3), images):
+                masks = masks.flip(3)
+            self._last_images = images
+            masks = masks.float().cpu().numpy()
+        out = self.net.run(images.float().cpu().numpy(), masks)
+        return torch.from_numpy(out).to(self.device)
+
+
+def build_deploy_model(cfg) -> Optional[OnnxEvalModel]:
+    """The :class:`OnnxEvalModel` of ``cfg.MODEL.DEPLOY.ONNX`` (checked against the config), or None when unset."""
+    deploy = cfg.MODEL.get("DEPLOY") if hasattr(cfg.MODEL, "get") else None
+    if not deploy or not deploy.ONNX:
+        return None
+    m = OnnxEvalModel(deploy.ONNX, threads=int(deploy.THREADS))
+    m.net.check_matches(cfg)
+    return m.eval()
+
+
+class OrtEmbedder:
+    """Person crops (RGB uint8) -> L2-normalised features with onnxruntime; the interface of
+    :class:`fastreid_ext.video.embed.ReidEmbedder` (``size_hw``, ``batch_size``, :meth:`embed`).
+
+    Crops are resized bicubically to the model's input size (FastReID's test transform); a batch holds up to
+    ``batch_size`` crops (the video tool passes all crops of a frame at once). Background removal: ``masks`` go to
+    the model's mask input when it has one, else the crops are multiplied by the mask (``fill``, as in
+    :mod:`fastreid_ext.functional.background`)."""
+
+    def __init__(self, path: str, threads: int = 0, batch_size: int = 64, fill: str = "zero",
+                 providers: Optional[Sequence[str]] = None, resize: str = "pil"):
+        self.net = OnnxReidModel(path, threads=threads, providers=providers)
+        self.resize = resize  # "pil" (FastReID's test transform) | "fast" (see fastreid_ext.video.embed.resize_crops)
+        self.size_hw = self.net.size_hw
+        self.batch_size = int(batch_size)
+        self.fill = fill
+        self.model_masks = self.net.needs_masks
+        self.pixel_mean = self.net.pixel_mean
+        self.cfg = None
+
+    def preprocess(self, crops, masks=None):
+        from ..video.embed import resize_crops
+
+        return resize_crops(crops, masks, self.size_hw, self.resize)
+
+    def embed_tensor(self, x: torch.Tensor, m: Optional[torch.Tensor] = None) -> torch.Tensor:
+        from ..functional.background import remove_background
+
+        outs = []
+        for i in range(0, len(x), self.batch_size):
+            xb = x[i:i + self.batch_size]
+            mb = None if m is None else m[i:i + self.batch_size]
+            if mb is not None and not self.model_masks:
+                xb = remove_background(xb, mb, self.fill, pixel_mean=self.pixel_mean)
+                mb = None
+            f = self.net.run(xb.numpy(), None if mb is None else mb.numpy())
+            outs.append(torch.nn.functional.normalize(torch.from_numpy(f).float(), dim=1))
+        return torch.cat(outs) if outs else torch.zeros(0, 1)
+
+    def embed(self, crops, masks=None) -> np.ndarray:
+        if len(crops) == 0:
+            return np.zeros((0, max(1, self.net.feature_dim)), np.float32)
+        x, m = self.preprocess(crops, masks)
+        return self.embed_tensor(x, m).numpy()
