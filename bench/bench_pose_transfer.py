@@ -12,7 +12,7 @@ iterations (forward, C_v's BCE, backward, step) of every arm on the same synthet
 gives the median over rounds and the ratio to full fine-tuning. Wall time (``time.perf_counter``) and process CPU time.
 "Trained params": parameters that receive a gradient (the head's identity classifier gets none without an ID loss).
 
-Re-ranking: C_v re-scores the top 100 of every query, for SynthPedB's test split sizes and for DukeMTMC-reID's
+Re-ranking: C_v re-scores the top 100 of every query, for SynthPedA's test split sizes (181 x 1,063) and DukeMTMC-reID's
 (2,228 queries x 17,661 gallery), with random features of C_v's width.
 Results: ``bench/results/pose_transfer_cost.md`` (or ``--out``).
 """
@@ -39,14 +39,15 @@ SETUPS = {
 def build(config, variant, freeze, opts):
     import fastreid_ext
     from fastreid.modeling.meta_arch import build_model
-    from fastreid.solver import build_optimizer
+
+    from fastreid_ext.engine import trainer_class
 
     cfg = fastreid_ext.get_cfg()
     cfg.merge_from_file(str(ROOT / config))
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.HEADS.NUM_CLASSES", "16", "MODEL.POSE_TRANSFER.VARIANT", variant,
                          "MODEL.POSE_TRANSFER.FREEZE", freeze] + list(opts))
     model = build_model(cfg)
-    opt = build_optimizer(cfg, model)
+    opt = trainer_class(cfg).build_optimizer(cfg, model)  # what training uses (per-parameter, FastReID's groups)
     opt = opt[0] if isinstance(opt, tuple) else opt
     return model, opt
 
@@ -146,7 +147,7 @@ def main():
         text, verifier, dim = bench_setup(name, args.rounds, args.iters)
         parts += [text, ""]
     parts += [f"**Verification re-ranking** (C_v of the last setup, {dim}-d features, one thread):", "",
-              bench_rerank(verifier, dim, [("SynthPedB", 181, 1063), ("DukeMTMC-reID", 2228, 17661)]), ""]
+              bench_rerank(verifier, dim, [("SynthPedA size", 181, 1063), ("DukeMTMC-reID size", 2228, 17661)]), ""]
     write_report("\n".join(parts), args.out)
 
 

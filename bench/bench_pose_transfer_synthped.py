@@ -154,7 +154,8 @@ def report(rows, sources, fractions, arms, seeds, command) -> str:
         cells = []
         for a in arms:
             rs = [r for r in rows if r["arm"] == a and r["fraction"] == f]
-            cells += [_ms([r.get("RR/Rank-1", float("nan")) for r in rs]), _ms([r.get("RR/mAP", float("nan")) for r in rs])]
+            cells += [_ms([r.get("RR/Rank-1", float("nan")) for r in rs]),
+                      _ms([r.get("RR/mAP", float("nan")) for r in rs])]
         lines.append(f"| {f} | " + " | ".join(cells) + " |")
     cells = []
     for a in arms:
@@ -162,7 +163,8 @@ def report(rows, sources, fractions, arms, seeds, command) -> str:
         cells += [f"{s.get('RR/Rank-1', float('nan')):.1f}", f"{s.get('RR/mAP', float('nan')):.1f}"]
     lines.append("| 0 (source model) | " + " | ".join(cells) + " |")
     lines += ["", "**Source models on SynthPedA and their training time (stage 1: baseline; stage 2: A, B):**", "",
-              "| arm | SynthPedA Top-1 | SynthPedA mAP | train + eval s (wall) | CPU s |", "| --- | --- | --- | --- | --- |"]
+              "| arm | SynthPedA Top-1 | SynthPedA mAP | train + eval s (wall) | CPU s |",
+              "| --- | --- | --- | --- | --- |"]
     for a in arms:
         s = sources.get(a)
         if s:
@@ -232,7 +234,8 @@ def main():
         with open(log, "a") as fh:
             fh.write(json.dumps(r) + "\n")
         tqdm.write(f"{arm} fraction {frac} seed {seed}: R1 {r['Rank-1']:.1f} mAP {r['mAP']:.1f} | RR R1 "
-                   f"{r.get('RR/Rank-1', float('nan')):.1f} mAP {r.get('RR/mAP', float('nan')):.1f} ({r['seconds']:.0f} s)")
+                   f"{r.get('RR/Rank-1', float('nan')):.1f} mAP {r.get('RR/mAP', float('nan')):.1f} "
+                   f"({r['seconds']:.0f} s)")
     rows = [r for r in done if r["seed"] in args.seeds and r["fraction"] in args.fractions and r["arm"] in args.arms]
     command = "python bench/bench_pose_transfer_synthped.py " + " ".join(sys.argv[1:])
     shown = {a: sources[a] for a in args.arms}

@@ -23,13 +23,7 @@ R18 = ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.NAME", "build_resnet_backbone", "M
        "MODEL.HEADS.NUM_CLASSES", "8", "INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread for this module's small models (the CPU is shared; restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_cfg(opts=(), config="Base-PoseTransfer.yml"):
@@ -156,7 +150,8 @@ def test_fraction_sampler_deterministic_exact_nested_and_no_leaks():
         assert len(b) == round(f * len(items)) and set(b) <= set(items)
         assert b == [it for it in items if it in set(b)]
     assert fraction_subset(items, 1.0, "ids") == items
-    assert {it[1] for it in fraction_subset(items, 0.4, "ids", 1)} != {it[1] for it in fraction_subset(items, 0.4, "ids", 2)}
+    ids_of = [{it[1] for it in fraction_subset(items, 0.4, "ids", s)} for s in (1, 2)]
+    assert ids_of[0] != ids_of[1]  # the seed matters
 
 
 @pytest.mark.parametrize("bad", [0.0, -0.2, 1.5, float("nan"), "half"])
@@ -244,6 +239,33 @@ def test_encoder_split_mobilenetv2_and_default_width():
         build(["MODEL.POSE_TRANSFER.BRANCH_POINT", "layer9"])
 
 
+class _ImagesOnly(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images):
+        return self.model({"images": images})
+
+
+def test_model_b_stops_ei_early_only_in_training():
+    m = build(["MODEL.POSE_TRANSFER.VARIANT", "B", "MODEL.POSE_TRANSFER.EA.WIDTH", "16",
+               "MODEL.POSE_TRANSFER.FREEZE", "encoder"])
+    calls = []
+    h = m.backbone.layer4[0].register_forward_hook(lambda *a: calls.append(1))
+    x = batch(8, 4)
+    m.train()
+    m(x)
+    assert calls == []  # training: E_I's last block is skipped
+    m.eval()
+    with torch.no_grad():
+        m(x)
+        traced = torch.jit.trace(_ImagesOnly(m), x["images"][:2], check_trace=False)
+    assert calls == [1, 1]  # eval (and tracing) run the whole backbone, no exception inside a hook
+    assert torch.allclose(traced(x["images"][:2]), m({"images": x["images"][:2]}), atol=1e-5)
+    h.remove()
+
+
 def _step(m, x, steps=2):
     opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-2, weight_decay=5e-4)
     m.train()
@@ -306,6 +328,28 @@ def test_full_mode_and_interface():
     assert g["E_I"]["trainable"] == g["E_I"]["total"] > 0 and g["E_A"]["total"] > 0
 
 
+def test_mmt_around_pose_transfer_through_the_interface():
+    from fastreid.modeling.meta_arch import build_model
+
+    cfg = fastreid_ext.get_cfg()
+    cfg.merge_from_file(os.path.join(ROOT, "projects/MMT/configs/SynthPedA-SynthPedB/mmt_R18.yml"))
+    cfg.merge_from_list(R18 + ["MODEL.MMT.BASE_ARCH", "PoseTransfer", "MODEL.POSE_TRANSFER.VARIANT", "B",
+                               "MODEL.POSE_TRANSFER.EA.WIDTH", "16", "MODEL.POSE_TRANSFER.FREEZE", "encoder"])
+    m = build_model(cfg)
+    assert type(m.net1).__name__ == "PoseTransfer"
+    m.reset_classifiers({"reid": torch.randn(4, 16, generator=torch.Generator().manual_seed(1))})
+    m.train()
+    x = batch(8, 2)
+    x["images_2"] = x["images"].flip(3)
+    losses = m(x)
+    assert {"loss_verif1", "loss_verif2"} <= set(losses) and all(torch.isfinite(v) for v in losses.values())
+    snap = m.net1.frozen_state()
+    opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.1)
+    sum(losses.values()).backward()
+    opt.step()
+    assert m.net1.changed_frozen_tensors(snap) == []
+
+
 # ---------------------------------------------------------------- source checkpoints
 def test_source_checkpoint_into_ei(tmp_path):
     from fastreid.modeling.meta_arch import build_model
@@ -350,9 +394,11 @@ def test_source_checkpoint_that_does_not_fit_names_the_key(tmp_path):
 
 
 def test_bad_model_keys_raise():
-    for key, val, msg in [("MODEL.POSE_TRANSFER.VARIANT", "C", "VARIANT"), ("MODEL.POSE_TRANSFER.FREEZE", "all", "FREEZE"),
+    for key, val, msg in [("MODEL.POSE_TRANSFER.VARIANT", "C", "VARIANT"),
+                          ("MODEL.POSE_TRANSFER.FREEZE", "all", "FREEZE"),
                           ("MODEL.POSE_TRANSFER.PAIRS.MODE", "hard", "PAIRS.MODE"),
-                          ("MODEL.POSE_TRANSFER.EA.NORM", "LN", "EA.NORM"), ("MODEL.POSE_TRANSFER.EA.KERNEL", "2", "KERNEL")]:
+                          ("MODEL.POSE_TRANSFER.EA.NORM", "LN", "EA.NORM"),
+                          ("MODEL.POSE_TRANSFER.EA.KERNEL", "2", "KERNEL")]:
         with pytest.raises(ValueError, match=msg):
             build([key, val])
 
@@ -366,7 +412,8 @@ def test_configs_load_and_build():
         cfg.merge_from_file(f)
         assert cfg.MODEL.META_ARCHITECTURE == "PoseTransfer", f
     cfg = make_cfg(config="Market1501-DukeMTMC/modelB_R18_f0.6.yml")
-    assert (cfg.TRANSFER.FRACTION, cfg.MODEL.POSE_TRANSFER.VARIANT, cfg.MODEL.POSE_TRANSFER.FREEZE) == (0.6, "B", "encoder")
+    p = cfg.MODEL.POSE_TRANSFER
+    assert (cfg.TRANSFER.FRACTION, p.VARIANT, p.FREEZE) == (0.6, "B", "encoder")
     assert cfg.TRANSFER.SOURCE_WEIGHTS.endswith("pretrain_B_R18/model_final.pth")
     cfg = make_cfg(config="Market1501-DukeMTMC/baseline_R18_f0.2.yml")
     assert (cfg.MODEL.POSE_TRANSFER.VARIANT, cfg.MODEL.POSE_TRANSFER.FREEZE) == ("none", "trunk")
@@ -419,7 +466,8 @@ def test_source_then_transfer_end_to_end(datasets_root, tmp_path, capsys):
     src.train()
     weights = str(tmp_path / "src" / "model_final.pth")
     t = _trainer(SYN + "modelB_mobilenetv2.yml", tmp_path / "tr",
-                 ["TRANSFER.SOURCE_WEIGHTS", weights, "TRANSFER.FRACTION", "0.5", "MODEL.POSE_TRANSFER.RERANK.TOPK", "20"])
+                 ["TRANSFER.SOURCE_WEIGHTS", weights, "TRANSFER.FRACTION", "0.5",
+                  "MODEL.POSE_TRANSFER.RERANK.TOPK", "20"])
     assert len({it[1] for it in t.data_loader.dataset.img_items}) == 8  # half of tiny SynthPedB's 16 identities
     assert any(isinstance(h, FrozenEncoderGuard) for h in t._hooks)
     src_bb = {k: v.clone() for k, v in t.model.backbone.state_dict().items()}
@@ -430,7 +478,8 @@ def test_source_then_transfer_end_to_end(datasets_root, tmp_path, capsys):
     assert all(torch.equal(v, t.model.backbone.state_dict()[k]) for k, v in src_bb.items())
     with capsys.disabled():
         print(f"\n[PoseTransfer tiny e2e] R1 {res['Rank-1']:.1f} mAP {res['mAP']:.1f} | re-ranked R1 "
-              f"{res['RR/Rank-1']:.1f} mAP {res['RR/mAP']:.1f} ({res['RR/pairs']:.0f} pairs, {res['RR/seconds']:.4f} s)")
+              f"{res['RR/Rank-1']:.1f} mAP {res['RR/mAP']:.1f} ({res['RR/pairs']:.0f} pairs, "
+              f"{res['RR/seconds']:.4f} s)")
     PoseTransferTrainer._bound_model = t.model
     try:
         _, ev = PoseTransferTrainer.build_evaluator(t.cfg, "SynthPedB")

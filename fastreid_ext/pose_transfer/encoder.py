@@ -13,7 +13,7 @@ runs ``features`` then ``conv``), so nothing here re-implements a backbone's ``f
   of the branch point's subtree to run, and everything that runs from the entry on is the **last block** (for
   MobileNetV2: ``features.14`` to ``features.17`` and ``conv``);
 * :func:`run_encoder` runs the backbone's own ``forward`` with a temporary pre-hook on the entry that captures its
-  input (the "mid" map); when the output is not needed the hook stops the pass there.
+  input (the "mid" map); in training, when the output is not needed, the hook stops the pass there.
 
 The backbone's parameters keep their names, so a checkpoint of FastReID's ``Baseline`` (``backbone.*``) loads
 into E_I as it is.
@@ -150,22 +150,30 @@ def probe_split(backbone: nn.Module, branch_point: str = "", size: Tuple[int, in
                         out_stride=h // int(out.shape[2]))
 
 
-def run_encoder(backbone: nn.Module, split: EncoderSplit, x: torch.Tensor, need_out: bool = True
-                ) -> Dict[str, torch.Tensor]:
-    """Run E_I on normalized images: ``{"mid": input of the last block, "out": E_I's output}`` (``"out"`` only when
-    ``need_out``; the pass then stops at the branch point)."""
+def _tracing() -> bool:
+    return bool(torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting())
+
+
+def run_encoder(backbone: nn.Module, split: EncoderSplit, x: torch.Tensor, need_out: bool = True,
+                stop_early: bool = False) -> Dict[str, torch.Tensor]:
+    """Run E_I on normalized images: ``{"mid": input of the last block, "out": E_I's output}`` (``"out"`` only with
+    ``need_out``). Without ``need_out`` and with ``stop_early`` (the model passes it in training) the pass stops at
+    the branch point, saving E_I's last block; otherwise, and always under ``torch.jit.trace`` / ``torch.compile`` /
+    ``torch.export``, the whole backbone runs (no exception inside a hook, so exporters can follow it)."""
     box: Dict[str, torch.Tensor] = {}
     entry = backbone.get_submodule(split.entry)
+    stop = not need_out and stop_early and not _tracing()
 
     def grab(mod, args):
         box["mid"] = args[0]
-        if not need_out:
+        if stop:
             raise _Stop()
 
     h = entry.register_forward_pre_hook(grab)
     try:
         out = backbone(x)
-        box["out"] = out
+        if need_out:
+            box["out"] = out
     except _Stop:
         pass
     finally:

@@ -1,7 +1,8 @@
 """PoseTransfer: transfer of pose-invariant features with an Additional Encoder and a verification classifier.
 
-Paper (Japanese): "Person re-identification based on transfer learning of pose-invariant domain-dependent
-features" (姿勢不変なドメイン依存特徴の転移学習に基づく人物再同定). It keeps FD-GAN's image encoder E_I (Ge et al.,
+Paper (Japanese; authors and year not in our copy): "Person re-identification based on transfer learning of
+pose-invariant domain-dependent features" (姿勢不変なドメイン依存特徴の転移学習に基づく人物再同定).
+It keeps FD-GAN's image encoder E_I (Ge et al.,
 "FD-GAN: Pose-guided feature distilling GAN for robust person re-identification", NeurIPS 2018; ResNet-18, 512-d,
 instead of ResNet-50) trained on a large source set, and adapts to a new domain by training only an Additional
 Encoder E_A fed by E_I's intermediate maps, with a verification classifier C_v and binary cross-entropy (Sec. 3,
@@ -208,13 +209,14 @@ class PoseTransfer(MultiBranchModel, Baseline):
     # ------------------------------------------------------------------------------------------------ passes
     def encode(self, batched_inputs, need_out: Optional[bool] = None) -> Dict[str, torch.Tensor]:
         """E_I on the batch: ``{"mid": input of E_I's last block, "out": E_I's output}`` (``out`` left out for Model
-        B unless ``need_out``). With ``FREEZE encoder`` E_I runs without autograd."""
+        B unless ``need_out``; a Model B training pass stops E_I at the branch point). With ``FREEZE encoder`` E_I
+        runs without autograd."""
         x = self.preprocess_image(batched_inputs)
         if need_out is None:
             need_out = self.variant != "B"
         grad = torch.is_grad_enabled() and self.freeze != "encoder"
         with torch.set_grad_enabled(grad):
-            return run_encoder(self.backbone, self.split, x, need_out=need_out)
+            return run_encoder(self.backbone, self.split, x, need_out=need_out, stop_early=self.training)
 
     def reid_map(self, maps: Dict[str, torch.Tensor]) -> torch.Tensor:
         """The map the re-id feature is pooled from: E_A's output (A: on E_I's output, B: on the mid map), or E_I's
@@ -253,6 +255,11 @@ class PoseTransfer(MultiBranchModel, Baseline):
         if outputs.context.get("precise_bn"):  # FastReID's PreciseBN pass: no labels
             return {"loss_verif": f.sum() * 0.0}
         loss, stats = verification_loss(f, targets, self.verifier, self.pair_mode, self.neg_pos_ratio)
+        if (torch.distributed.is_available() and torch.distributed.is_initialized()
+                and not any(t.kind == "id" and t.weight for t in self.loss_terms())):
+            # FastReID's DDP wrapper expects a gradient for every trainable parameter: the head's identity
+            # classifier, unused without an ID loss, gets a zero one
+            loss = loss + 0.0 * outputs.heads["reid"]["cls_outputs"].sum()
         st = _storage()
         if st is not None:
             st.put_scalar("verif_acc", stats["acc"])

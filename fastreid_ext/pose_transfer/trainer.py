@@ -59,8 +59,8 @@ def build_fraction_train_set(cfg) -> AnnotatedDataset:
         logger.info("TRANSFER.FRACTION %.2f by %s (seed %d): %d of %d images, %d of %d identities of %s", f,
                     t.FRACTION_BY, t.FRACTION_SEED, len(sub), len(items), count_ids(sub), count_ids(items), names)
     a = cfg.DATASETS.ANNOTATIONS
-    return AnnotatedDataset(sub, build_joint_transforms(cfg, is_train=True), relabel=True,
-                            annotations=data_build.annotation_index(cfg) if (a.LOAD_KEYPOINTS or a.LOAD_MASKS) else None,
+    index = data_build.annotation_index(cfg) if (a.LOAD_KEYPOINTS or a.LOAD_MASKS) else None
+    return AnnotatedDataset(sub, build_joint_transforms(cfg, is_train=True), relabel=True, annotations=index,
                             load_keypoints=a.LOAD_KEYPOINTS, load_masks=a.LOAD_MASKS, on_missing=a.ON_MISSING)
 
 
