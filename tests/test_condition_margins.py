@@ -11,6 +11,7 @@ import fastreid_ext
 from fastreid_ext.angular.margins import (CombinedMarginSoftmax, SphereSoftmax, combined_margin_logits,
                                           monotonic_margin_cos, sphere_lambda)
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -16,6 +16,7 @@ from PIL import Image
 from fastreid_ext.analysis.layout import LayoutError, scan_image_set
 from fastreid_ext.analysis.stats import ImpostorAccumulator, MatrixAccumulator, normalize, person_matrix
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 R18 = os.path.join(ROOT, "configs/SynthPed/bagtricks_R18.yml")
 
@@ -218,7 +219,6 @@ def test_command_line_writes_matrices_for_every_variant(controlled_small, tmp_pa
     from fastreid_ext.analysis.embed import VariantEmbedder, VariantSpec
 
     torch.manual_seed(0)
-    torch.set_num_threads(1)
     w = str(tmp_path / "r18.pth")  # one (untrained) model for every variant
     torch.save({"model": _tiny_model().state_dict()}, w)
     out = tmp_path / "out"

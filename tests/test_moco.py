@@ -16,6 +16,7 @@ import fastreid_ext
 from fastreid_ext.moco.functional import (enqueue_, info_nce_logits, info_nce_loss, momentum_update_,
                                           shuffle_permutation)
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MOCO_CFG = "projects/ConditionAnalysis/configs/SynthPed/moco_R18.yml"
 MOCO_MNV2_CFG = "projects/ConditionAnalysis/configs/SynthPed/moco_mnv2.yml"
@@ -194,7 +195,8 @@ def trained_moco(datasets_root, tmp_path_factory):
     from fastreid_ext.engine import build_trainer
     from fastreid_ext.moco.trainer import MoCoTrainer
 
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # module scope: set up before the function-scoped one_thread fixture
     out = tmp_path_factory.mktemp("moco")
     # 30 steps from scratch on ~130 crops: mild views (MoCo v2's crops / colour changes at 64x32 need far more steps)
     cfg = tiny_cfg("OUTPUT_DIR", str(out), "SOLVER.MAX_EPOCH", "3", "SOLVER.ITERS_PER_EPOCH", "10",
@@ -210,7 +212,10 @@ def trained_moco(datasets_root, tmp_path_factory):
     v1, v2 = _fixed_views(trainer.cfg)
     initial = copy.deepcopy(trainer.model)
     trainer.resume_or_load(resume=False)
-    results = trainer.train()
+    try:
+        results = trainer.train()
+    finally:
+        torch.set_num_threads(threads)
     return {"cfg": trainer.cfg, "model": trainer.model, "initial": initial, "views": (v1, v2), "results": results,
             "out": out}
 

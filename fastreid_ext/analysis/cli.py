@@ -40,7 +40,9 @@ logger = logging.getLogger(__name__)
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="similarity_matrix.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="folder in the layout <factor>/<condition>/<id>_<shot>.png")
+    p.add_argument("--data", help="folder in the layout <factor>/<condition>/<id>_<shot>.png")
+    p.add_argument("--replot", action="store_true",
+                   help="redraw the figures (and print the table) from OUT/summary.json, embedding nothing")
     p.add_argument("--out", required=True, help="output folder (CSV, PNG, summary.json)")
     p.add_argument("--model", nargs="+", action="append", default=[], metavar="ARG",
                    help="NAME CONFIG [WEIGHTS] [key=value ...]; repeat for more models")
@@ -101,12 +103,18 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
     from .embed import VariantEmbedder
     from .layout import scan_image_set
-    from .matrices import SampleSource, compute_matrices, summary_rows, write_results
-    from .plot import plot_factor, plot_overview
+    from .matrices import SampleSource, compute_matrices, write_results
 
     a = build_parser().parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.replot:
+        results = load_results(Path(a.out) / "summary.json")
+        draw(results, Path(a.out), a)
+        print_summary(results)
+        return results
+    if not a.data:
+        raise SystemExit("--data DIR is required (or --replot)")
     specs = variants_from_args(a)
     for group, *names in a.figure:
         unknown = [n for n in names if n not in {s.name for s in specs}]
@@ -124,21 +132,50 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     info = {"data": str(Path(a.data).resolve()), "models": [vars(s) for s in specs],
             "seconds": round(time.time() - t0, 1), "skipped": image_set.skipped}
     out = write_results(results, a.out, info)
+    print_summary(results)
     if not a.no_plots:
+        draw(results, out, a)
+    print(f"written to {out} ({time.time() - t0:.0f} s)")
+    return results
+
+
+def draw(results: dict, out: Path, a) -> None:
+    """``OUT/<factor>.png`` and ``OUT/overview.png`` with every model, and the ``--figure`` groups."""
+    from .plot import plot_factor, plot_overview
+
+    for f, r in results.items():
+        plot_factor(r, f, out / f"{f}.png", scale=a.scale)
+    plot_overview(results, out / "overview.png", scale=a.scale)
+    for group, *names in a.figure:
         for f, r in results.items():
-            plot_factor(r, f, out / f"{f}.png", scale=a.scale)
-        plot_overview(results, out / "overview.png", scale=a.scale)
-        for group, *names in a.figure:
-            for f, r in results.items():
-                plot_factor(r, f, out / f"{f}_{group}.png", models=names, scale=a.scale)
-            plot_overview(results, out / f"overview_{group}.png", models=names, scale=a.scale)
-    rows = summary_rows(results)
+            plot_factor(r, f, out / f"{f}_{group}.png", models=names, scale=a.scale)
+        plot_overview(results, out / f"overview_{group}.png", models=names, scale=a.scale)
+
+
+def print_summary(results: dict) -> None:
+    from .matrices import summary_rows
+
     print("| factor | model | within | between | min between | different persons | within - between |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for r in rows:
+    for r in summary_rows(results):
         print(f"| {r['factor']} | {r['model']} | {r['within']:.3f} | {r['between']:.3f} | {r['min_between']:.3f} | "
-              f"{r['different_persons']:.3f} | {r['drop']:.3f} |")
-    print(f"written to {out} ({time.time() - t0:.0f} s)")
+              f"{r['different_persons']:.3f} | {r['drop']:.3f} |", flush=True)
+
+
+def load_results(path: Path) -> dict:
+    """The results of a previous run (``summary.json``) with numpy arrays again."""
+    import json
+
+    import numpy as np
+
+    if not path.is_file():
+        raise SystemExit(f"--replot: {path} not found (run the analysis into that --out first)")
+    results = json.loads(path.read_text())["results"]
+    for r in results.values():
+        for v in r["variants"].values():
+            for k in ("mean", "std", "n", "impostor", "flipped"):
+                v[k] = np.array([[np.nan if x is None else x for x in row] for row in v[k]], float) \
+                    if k in ("mean", "std", "n") else np.array([np.nan if x is None else x for x in v[k]], float)
     return results
 
 

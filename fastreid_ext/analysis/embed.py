@@ -12,7 +12,7 @@ the ``fill`` (``pad``: the letterbox pad colour, the paper's grey; or ``zero`` /
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
