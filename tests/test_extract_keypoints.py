@@ -301,7 +301,7 @@ def test_mmpose_hrnet_random_weights_writes_a_valid_file(tmp_path, caplog, monke
     with caplog.at_level("WARNING"):
         backend = MMPoseBackend(checkpoint=None, flip_test=False)  # HRNet-w32 config shipped with mmpose
     assert "RANDOM WEIGHTS" in caplog.text and "MEANINGLESS" in caplog.text
-    assert "hrnet-w32" in backend.config and "coco-256x192" in backend.config
+    assert "hrnet-w48" in backend.config and "coco-256x192" in backend.config
     res = extract_keypoints(tmp_path, backend, batch_size=2, progress=False)  # batches of 2 and 1
     assert res.num_computed == 3
     data, kps = _check_file(tmp_path / "keypoints.json", rels)
