@@ -17,6 +17,7 @@ MOT17 = os.path.join(REALDATA, "mot17_mini")
 OSNET = os.path.join(REALDATA, "weights", "osnet_x0_25_market1501.pth")
 needs_mot17 = pytest.mark.skipif(not os.path.isdir(MOT17), reason=f"real data absent: {MOT17} (MOT17 mini sequences)")
 needs_osnet = pytest.mark.skipif(not os.path.isfile(OSNET), reason=f"real data absent: {OSNET} (torchreid OSNet weights)")
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # ------------------------------------------------------------------------------------------------ helpers

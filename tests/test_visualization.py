@@ -222,6 +222,11 @@ def test_chunked_ranking_equals_fastreids_evaluator_and_the_roc_is_exact_at_bin_
     qf, gf = rng.normal(size=(nq, 16)), rng.normal(size=(ng, 16))
     qf[1:] += 2 * np.eye(16)[q_pids[1:] % 16]
     gf += 2 * np.eye(16)[g_pids % 16]
+    from fastreid.utils.compute_dist import build_dist
+
+    for metric in ("cosine", "euclidean"):  # FastReID's distances
+        ref = build_dist(torch.from_numpy(qf).float(), torch.from_numpy(gf).float(), metric)
+        np.testing.assert_allclose(distances(qf, gf, metric), ref, rtol=1e-5, atol=1e-4)
     dist = distances(qf, gf, "cosine")
     cmc, all_ap, _ = eval_market1501(dist, q_pids, g_pids, q_cams, g_cams, 10)
     hist = DistanceHistogram(0.0, 2.0, 4000)

@@ -27,18 +27,25 @@ MATCH_RGB = (0, 190, 0)
 MISMATCH_RGB = (220, 0, 0)
 
 
-def distances(q: np.ndarray, g: np.ndarray, metric: str = "cosine") -> np.ndarray:
+def distances(q: np.ndarray, g: np.ndarray, metric: str = "cosine", g_sqnorm: Optional[np.ndarray] = None) -> np.ndarray:
     """(nq, ng) distances as FastReID's ``build_dist``: ``cosine`` = 1 - cosine similarity, ``euclidean`` = squared
-    Euclidean distance (FastReID's, no square root)."""
+    Euclidean distance (FastReID's, no square root). ``g_sqnorm``: the gallery's squared norms, computed once by a
+    caller that ranks chunk after chunk (the gallery is never copied)."""
     q = np.asarray(q, np.float32)
     g = np.asarray(g, np.float32)
+    if g_sqnorm is None:
+        g_sqnorm = np.einsum("ij,ij->i", g, g)
+    q_sqnorm = np.einsum("ij,ij->i", q, q)
+    dot = q @ g.T
     if metric == "cosine":
-        qn = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-        gn = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
-        return 1.0 - qn @ gn.T
+        dot /= np.maximum(np.sqrt(q_sqnorm), 1e-12)[:, None]
+        dot /= np.maximum(np.sqrt(g_sqnorm), 1e-12)[None, :]
+        return np.subtract(1.0, dot, out=dot)
     if metric == "euclidean":
-        d = (q * q).sum(1)[:, None] + (g * g).sum(1)[None, :] - 2.0 * (q @ g.T)
-        return np.maximum(d, 0.0)
+        dot *= -2.0
+        dot += q_sqnorm[:, None]
+        dot += g_sqnorm[None, :]
+        return np.maximum(dot, 0.0, out=dot)
     raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
 
 

@@ -117,7 +117,9 @@ def rank_and_draw(q_feat: np.ndarray, g_feat: np.ndarray, q_items, g_items, outp
     g_cams = np.array([int(i[2]) for i in g_items])
     # histogram range from up to 256 evenly spread queries against the whole gallery, widened by 5 % of the span
     # on both sides (a distance outside falls into the end bins)
-    sample = distances(q_feat[np.linspace(0, nq - 1, min(nq, 256)).astype(int)], g_feat, metric)
+    g_feat = np.asarray(g_feat, np.float32)
+    g_sqnorm = np.einsum("ij,ij->i", g_feat, g_feat)  # once: chunks never copy the gallery
+    sample = distances(q_feat[np.linspace(0, nq - 1, min(nq, 256)).astype(int)], g_feat, metric, g_sqnorm)
     lo, hi = float(sample.min()), float(sample.max())
     pad = 0.05 * max(hi - lo, 1e-6)
     hist = DistanceHistogram(max(lo - pad, 0.0), hi + pad, bins)
@@ -129,7 +131,7 @@ def rank_and_draw(q_feat: np.ndarray, g_feat: np.ndarray, q_items, g_items, outp
     top_dist = np.zeros((nq, topk), np.float32)
     for s in tqdm(range(0, nq, chunk), desc="ranking", unit="chunk", disable=not progress):
         e = min(nq, s + chunk)
-        d = distances(q_feat[s:e], g_feat, metric)
+        d = distances(q_feat[s:e], g_feat, metric, g_sqnorm)
         r = rank_chunk(d, q_pids[s:e], q_cams[s:e], g_pids, g_cams, topk)
         hist.add(d, q_pids[s:e], q_cams[s:e], g_pids, g_cams)
         ap[s:e], first[s:e], top[s:e], top_match[s:e], top_dist[s:e] = r.ap, r.first, r.topk, r.topk_match, r.topk_dist
