@@ -23,12 +23,7 @@ onnx = pytest.importorskip("onnx", reason="onnx not installed (bash tools/instal
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (bash tools/install.sh)")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def registered_meta_archs():
