@@ -81,7 +81,10 @@ def _page_faults_per_relu(mode):
         from fastreid_ext.utils.malloc import keep_freed_memory
         applied = keep_freed_memory()
         x = torch.ones(64, 68, 64, 32)  # 35 MB, above glibc's largest mmap threshold
-        for _ in range(3):
+        # Warm up to the steady state: PyTorch allocates with posix_memalign, which asks for a little more than
+        # the freed 35 MB chunk, so the kept heap grows for the first few calls (one tensor each, page-faulting)
+        # until freed neighbours coalesce into a block that fits; 3 warm-up calls were sometimes too few.
+        for _ in range(20):
             torch.relu(x)
         faults = []
         for _ in range(10):
