@@ -5,11 +5,12 @@ Table 1's reverse widths) with ``MODEL.META_ARCHITECTURE`` switched and per-vari
 *interleaved* (Baseline round, variant rounds, ...) so that load changes on a shared machine hit all alike;
 the ratio to the Baseline is the median of the per-round ratios.
 
-Variants (``--variants``, default all):
+Variants (``--variants``; default: all but ``fusion``):
 
-* ``table1-full``: Table 1's widths 64/256/512/1024/2048 for ResNet-50 (``GROUPING heads``), textbook
-  depthwise-separable blocks with full pointwise 1x1s (``POINTWISE full``), re_layer1 mask, heatmap loss;
-* ``table1-channel``: the same without channel mixing inside the blocks (``POINTWISE channel``);
+* ``table1-channel``: the paper configs as shipped: Table 1's widths 64/256/512/1024/2048 for ResNet-50
+  (``GROUPING heads``), no channel mixing inside the reverse blocks (``POINTWISE channel``), re_layer1 mask, heatmap
+  loss;
+* ``table1-full``: the same with textbook depthwise-separable blocks (full pointwise 1x1s, ``POINTWISE full``);
 * ``reduced``: the reduced, 17-grouped reverse path (``GROUPING all``, ``WIDTH_MULT 0.25``: 68/68/136/255/510);
 * ``fusion``: the paper configs as shipped + the Section 1.1 step 3 fusion into backbone 2 at conv1 and layer1;
 * ``floor``: the cheapest RBNet (``conv1`` mask from the reduced path, no heatmap loss): essentially the
@@ -30,7 +31,8 @@ Like ``tools/train_net.py`` on CPU, the process first lets glibc keep freed memo
 
 Prints a markdown report and writes it to ``bench/results/rbnet.md``.
 
-    python bench/bench_rbnet.py --depth 50x --size 256 128 --batch 16 --rounds 5 --breakdown   # the paper's model
+    python bench/bench_rbnet.py --depth 50x --size 256 128 --batch 16 --rounds 5 --breakdown \\
+        --variants table1-channel table1-full reduced fusion floor                    # the paper's model
     python bench/bench_rbnet.py --depth 18x --size 128 64 --batch 64 --variants reduced floor   # SynthPed configs
 """
 from __future__ import annotations
@@ -203,7 +205,7 @@ def main():
     p.add_argument("--size", type=int, nargs=2, default=[256, 128])
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--test-batch", type=int, default=16)
-    p.add_argument("--variants", nargs="+", default=["table1-full", "table1-channel", "reduced", "floor"],
+    p.add_argument("--variants", nargs="+", default=["table1-channel", "table1-full", "reduced", "floor"],
                    choices=sorted(VARIANTS), help="RBNet variants (the first one also gets the breakdown)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median reported)")
     p.add_argument("--iters", type=int, default=1, help="iterations per round")

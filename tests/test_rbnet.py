@@ -146,8 +146,9 @@ def test_widths_scale_with_the_backbone_and_the_paper_layout():
         pw = [b.pw for lay in (t1.re_layer4, t1.re_layer3, t1.re_layer2, t1.re_layer1) for b in lay]
         if pointwise == "full":
             assert all(c.groups == 1 for c in pw)
-        else:  # no mixing: each output channel reads cin / cout adjacent inputs (gcd groups)
-            assert all(c.groups == min(c.in_channels, c.out_channels) for c in pw)
+        else:  # no mixing: a width change reads cin / cout adjacent inputs (gcd groups); else no 1x1 at all
+            assert [c.groups for c in pw if isinstance(c, torch.nn.Conv2d)] == [1024, 512, 256, 64]
+            assert sum(isinstance(c, torch.nn.Identity) for c in pw) == 12 - 4
         assert t1.re_conv1.align[0].out_channels == 68 and t1.re_conv1.out.groups == 17
 
 
@@ -237,8 +238,15 @@ def test_bad_batches_give_clear_errors():
     model = build()
     model.train()
     batch = fake_batch()
-    with pytest.raises(KeyError, match="LOAD_KEYPOINTS"):
-        model({k: v for k, v in batch.items() if k != "keypoints"})
+    no_kps = {k: v for k, v in batch.items() if k != "keypoints"}
+    # the config sets LOAD_KEYPOINTS True: the error blames the loader, never asks to set the key that is set
+    with pytest.raises(KeyError, match="LOAD_KEYPOINTS is already True") as err:
+        model(no_kps)
+    assert "Set DATASETS.ANNOTATIONS.LOAD_KEYPOINTS" not in str(err.value)
+    unset = build("DATASETS.ANNOTATIONS.LOAD_KEYPOINTS", "False")
+    unset.train()
+    with pytest.raises(KeyError, match="Set DATASETS.ANNOTATIONS.LOAD_KEYPOINTS True"):
+        unset(no_kps)
     with pytest.raises(ValueError, match="predicts"):
         model(dict(batch, heatmaps=torch.zeros(8, 17, 16, 8)))  # re_conv1 predicts 32 x 16 for 64 x 32
     with pytest.raises(ValueError, match="keypoints"):
@@ -439,3 +447,48 @@ def test_tiny_train_eval_and_visualize_through_trainer(datasets_root, tmp_path):
     assert n == 3
     pngs = sorted(os.listdir(tmp_path / "vis"))
     assert len([p for p in pngs if p.endswith(".png")]) == 4 and "overview.png" in pngs
+
+
+def test_visualization_accepts_a_baseline_alone_and_beside_rbnet(datasets_root, tmp_path):
+    """Fig. 4: Baseline (a) next to RBNet (b). A Baseline config is drawn with what it has (image | conv1 |
+    layer4); ``--baseline`` appends its conv1 / layer4 maps to RBNet's strip on the same images."""
+    import cv2
+
+    from fastreid_ext.rbnet.visualize import STRIP_PANELS, main as visualize_main
+
+    tiny = ["INPUT.SIZE_TEST", "[64, 32]", "DATASETS.SYNTHPED.PRESET", "tiny", "DATALOADER.NUM_WORKERS", "0",
+            "TEST.IMS_PER_BATCH", "8", *TINY_MODEL]
+    base = "projects/RBNet/configs/SynthPed/baseline_R18.yml"
+    assert visualize_main(["--config-file", base, "--num-images", "2", "--scale", "1", "--output",
+                           str(tmp_path / "base"), *tiny]) == 2
+    # 64 x 32 panels, scale 1, 4 px gaps: image | conv1 | layer4 = 3 panels
+    strip = cv2.imread(str(tmp_path / "base" / sorted(os.listdir(tmp_path / "base"))[0]))
+    assert strip.shape[1] == 3 * 32 + 2 * 4
+    # RBNet with the Baseline beside it (the options above are RBNet's only: the Baseline keeps its config's
+    # 128 x 64 and sees the 64 x 32 images resized; its maps are drawn at the strip's size)
+    assert visualize_main(["--config-file", "projects/RBNet/configs/SynthPed/rbnet_R18.yml", "--baseline", base,
+                           "--num-images", "2", "--scale", "1", "--output", str(tmp_path / "both"), *tiny]) == 2
+    strip = cv2.imread(str(tmp_path / "both" / sorted(os.listdir(tmp_path / "both"))[0]))
+    n_panels = len(STRIP_PANELS) + 2
+    assert strip.shape[1] == n_panels * 32 + (n_panels - 1) * 4
+
+
+def test_backbone_maps_are_the_stem_and_the_backbone_output():
+    from fastreid_ext.rbnet.visualize import backbone_maps
+
+    cfg = fastreid_ext.get_cfg()
+    cfg.merge_from_file("projects/RBNet/configs/SynthPed/baseline_R18.yml")
+    cfg.merge_from_list(TINY_MODEL)
+    torch.manual_seed(0)
+    model = Trainer.build_model(cfg).eval()
+    raw = torch.rand(2, 3, 64, 32) * 255
+    maps = backbone_maps(model, raw, prefix="Baseline ")
+    assert list(maps) == ["Baseline conv1", "Baseline layer4"]
+    bb = model.backbone
+    x = (raw - model.pixel_mean) / model.pixel_std
+    with torch.no_grad():
+        stem = torch.relu(bb.bn1(bb.conv1(x)))
+        out = bb.layer4(bb.layer3(bb.layer2(bb.layer1(bb.maxpool(stem)))))
+    assert torch.allclose(maps["Baseline conv1"], stem, atol=1e-5)
+    assert torch.allclose(maps["Baseline layer4"], out, atol=1e-5)
+    assert raw.max() > 1.0  # the raw images were not normalized in place

@@ -105,16 +105,18 @@ def test_table1_model_trains_and_the_17_groups_start_at_the_heads():
         losses = model(fake_batch())
     assert all(torch.isfinite(v) for v in losses.values())
     grads = torch.autograd.grad(losses["loss_heatmap"], [model.reverse.re_conv1.align[0].weight,
-                                                         model.reverse.re_layer2[0].pw.weight])
+                                                         model.reverse.re_layer2[0].dw.weight])
     assert all(float(g.abs().sum()) > 0 for g in grads)
 
 
 # ---------------------------------------------------------------------------------------------- heatmap size
 def test_heatmap_size_key_gives_eq3_or_table1_resolution():
-    b = fake_batch()
+    """The paper's 256 x 128 input: re_conv1's heatmaps at Eq. 3's 128 x 64 (``HEATMAP.SIZE []``) or at Table 1's
+    256 x 128 (``HEATMAP.SIZE [256, 128]``), through the config key and the loss."""
+    b = fake_batch(b=2, h=256, w=128)
     sizes = {}
-    for size in ([], [64, 32]):
-        model = build("MODEL.RBNET.HEATMAP.SIZE", str(size))
+    for size in ([], [256, 128]):
+        model = build("MODEL.RBNET.HEATMAP.SIZE", str(size), "INPUT.SIZE_TRAIN", "[256, 128]")
         model.train()
         with EventStorage(0):
             out = model.branch_outputs(b, b["targets"])
@@ -122,8 +124,8 @@ def test_heatmap_size_key_gives_eq3_or_table1_resolution():
         hw = out.context["heatmaps"].shape[-2:]
         sizes[str(size)] = (tuple(hw), model.mse_weight(hw))
         assert torch.isfinite(aux["loss_heatmap"])
-    assert sizes["[]"][0] == (32, 16) and sizes["[64, 32]"][0] == (64, 32)  # half the input (Eq. 3) vs the input
-    assert sizes["[64, 32]"][1] == pytest.approx(4 * sizes["[]"][1])  # automatic l3 follows the heatmap area
+    assert sizes["[]"][0] == (128, 64) and sizes["[256, 128]"][0] == (256, 128)  # Eq. 3 vs Table 1
+    assert sizes["[256, 128]"][1] == pytest.approx(4 * sizes["[]"][1])  # automatic l3 follows the heatmap area
 
 
 # ---------------------------------------------------------------------------------------------- summed part masks

@@ -23,7 +23,7 @@ def add_rbnet_config(cfg):
     # L_id2 / L_tri2 train the mask generator (and backbone 2) only and the reverse backbone learns from L_MSE alone
     _C.MODEL.RBNET.MASK_DETACH = False
     # where the 17 keypoint groups live. "heads" (Table 1): reverse widths round(WIDTH_MULT * C) per backbone
-    # level (C channels; 64/256/512/1024/2048 for ResNet-50 at WIDTH_MULT 1), full pointwise convs, 17 groups
+    # level (C channels; 64/256/512/1024/2048 for ResNet-50 at WIDTH_MULT 1), pointwise convs per POINTWISE, 17 groups
     # only where heatmaps / part masks are formed (after a 1x1 to 17 * HEAD_GROUP_WIDTH channels).
     # "all" (reduced): every conv after change_channel 17-grouped, widths 17 * max(MIN_GROUP_WIDTH,
     # round(WIDTH_MULT * C / 17)) (WIDTH_MULT 0.25: 68/68/136/255/510 for ResNet-50)
@@ -31,10 +31,10 @@ def add_rbnet_config(cfg):
     _C.MODEL.RBNET.WIDTH_MULT = 1.0
     _C.MODEL.RBNET.MIN_GROUP_WIDTH = 4
     _C.MODEL.RBNET.HEAD_GROUP_WIDTH = 4
-    # GROUPING "heads": the reverse blocks' pointwise 1x1s are "full" (textbook depthwise-separable) or "channel"
-    # (grouped gcd(cin, cout): no mixing inside the blocks; change_channel's 1x1 on the backbone's same-size
-    # features is the full-feature step, Section 1.1)
-    _C.MODEL.RBNET.POINTWISE = "full"
+    # GROUPING "heads": the reverse blocks' pointwise 1x1s are "channel" (default: grouped gcd(cin, cout), no mixing
+    # inside the blocks; change_channel's 1x1 on the backbone's same-size features is the depthwise-separable
+    # convolution's full-feature step, as Section 1.1 says) or "full" (textbook depthwise-separable blocks)
+    _C.MODEL.RBNET.POINTWISE = "channel"
     # blocks of re_layer1, re_layer2, re_layer3, re_layer4 (paper's Table 1)
     _C.MODEL.RBNET.BLOCKS = [2, 3, 5, 2]
     # l1..l5 of Eq. 4; MSE < 0: auto (l3 L_MSE ~ l2 L_tri at the start)

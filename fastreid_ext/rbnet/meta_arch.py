@@ -88,8 +88,10 @@ class RBNet(MultiBranchModel, Baseline):
     def __init__(self, *, backbone, heads, pixel_mean, pixel_std, loss_kwargs=None, heads2, reverse,
                  mask_generator, share_backbone=True, freeze_backbone2=False, test_feature="backbone2",
                  loss_weights=None, heatmap_size=None, heatmap_sigma=2.0, score_thresh=0.3, mask_detach=False,
-                 fusion=None):
-        """NOTE: this interface is experimental."""
+                 fusion=None, keypoints_configured=None):
+        """NOTE: this interface is experimental. ``keypoints_configured``: the config's
+        ``DATASETS.ANNOTATIONS.LOAD_KEYPOINTS`` (``None``: unknown), so that the error for a batch without keypoints
+        says what to change."""
         if not isinstance(backbone, MultiScaleResNet):
             backbone = MultiScaleResNet(backbone)
         super().__init__(backbone=backbone, heads=heads, pixel_mean=pixel_mean, pixel_std=pixel_std,
@@ -110,6 +112,7 @@ class RBNet(MultiBranchModel, Baseline):
         self.heatmap_size = tuple(heatmap_size) if heatmap_size else None
         self.heatmap_sigma = float(heatmap_sigma)
         self.score_thresh = float(score_thresh)
+        self.keypoints_configured = keypoints_configured
         self._auto_mse: Dict[tuple, float] = {}
         if self.share_backbone:
             self.backbone2 = None
@@ -155,7 +158,8 @@ class RBNet(MultiBranchModel, Baseline):
             share_backbone=r.SHARE_BACKBONE, freeze_backbone2=r.FREEZE_BACKBONE2, test_feature=r.TEST_FEATURE,
             mask_detach=r.MASK_DETACH, fusion=fusion,
             loss_weights={k: float(v) for k, v in r.LOSS.items()}, heatmap_size=size or None,
-            heatmap_sigma=r.HEATMAP.SIGMA, score_thresh=r.HEATMAP.SCORE_THRESH)
+            heatmap_sigma=r.HEATMAP.SIGMA, score_thresh=r.HEATMAP.SCORE_THRESH,
+            keypoints_configured=bool(cfg.DATASETS.ANNOTATIONS.LOAD_KEYPOINTS))
         return ret
 
     # ------------------------------------------------------------------------------------------------
@@ -283,10 +287,17 @@ class RBNet(MultiBranchModel, Baseline):
         if not isinstance(batched_inputs, dict) or ("keypoints" not in batched_inputs
                                                     and "heatmaps" not in batched_inputs):
             keys = sorted(batched_inputs) if isinstance(batched_inputs, dict) else type(batched_inputs).__name__
+            need = (f"RBNet training needs batched_inputs['keypoints'] (B x 17 x 3: x, y, score in input pixels) to "
+                    f"render the keypoint heatmaps of L_MSE, and this batch has none (keys: {keys}). ")
+            if self.keypoints_configured:  # the key is set: the loader is what ignored it
+                raise KeyError(
+                    need + "DATASETS.ANNOTATIONS.LOAD_KEYPOINTS is already True, so the data loader that built this "
+                    "batch did not read the annotations: build it with fastreid_ext (fastreid_ext.data.build."
+                    "build_train_loader, used by fastreid_ext.engine.build_trainer and tools/train_net.py, and by "
+                    "FastReID's DefaultTrainer once fastreid_ext is imported before the trainer is built), or pass "
+                    "the keypoints in your own batches; MODEL.RBNET.LOSS.MSE 0 trains without the heatmap loss.")
             raise KeyError(
-                "RBNet training needs batched_inputs['keypoints'] (B x 17 x 3: x, y, score in input pixels) to "
-                f"render the keypoint heatmaps of L_MSE, and this batch has none (keys: {keys}). Set "
-                "DATASETS.ANNOTATIONS.LOAD_KEYPOINTS True (and provide keypoints, see "
+                need + "Set DATASETS.ANNOTATIONS.LOAD_KEYPOINTS True (and provide keypoints, see "
                 "DATASETS.ANNOTATIONS.KEYPOINTS_FILES / tools/extract_keypoints.py), or MODEL.RBNET.LOSS.MSE 0 to "
                 "train without the heatmap loss.")
         pred = outputs.context["heatmaps"]

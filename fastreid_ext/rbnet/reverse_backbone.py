@@ -29,11 +29,11 @@ shortcut when the width changes). Where the 17 keypoint groups live is the ``gro
   channels ("grouped 1x1 convolutions align the channels", Section 1.1 step 2), then depthwise / grouped
   (17 groups) convolutions give heatmap / part ``k`` from group ``k`` only. Table 1's widths are not multiples
   of 17, which is why the split cannot run through the levels. The blocks' pointwise convolutions
-  (``pointwise``) are ``"full"`` (textbook depthwise-separable; the reverse path then costs about 0.84 of a
-  ResNet-50's forward FLOPs at 256 x 128) or ``"channel"`` (grouped with ``gcd(cin, cout)`` groups: no channel
-  mixing inside the blocks, the width change reads adjacent channels; Section 1.1: "a depthwise-separable
-  convolution needs a full-feature step; this model uses the backbone's same-size feature maps for it", i.e.
-  change_channel's 1x1 on the backbone features is the only full mixing; about 0.27 of the backbone's FLOPs).
+  (``pointwise``) are ``"channel"`` (default: grouped with ``gcd(cin, cout)`` groups, no channel mixing inside the
+  blocks, a width change reads adjacent channels; Section 1.1: "a depthwise-separable convolution needs a
+  full-feature step; this model uses the backbone's same-size feature maps for it", i.e. change_channel's 1x1 on
+  the backbone features is the only full mixing; the reverse path is about 0.26 of a ResNet-50's forward FLOPs
+  at 256 x 128) or ``"full"`` (textbook depthwise-separable blocks; about 0.84 of the backbone's FLOPs).
 * ``"all"`` (reduced, 17-grouped): after ``change_channel`` every convolution is depthwise or grouped with 17
   groups (the depthwise-separable blocks' "full" mixing replaced by the backbone's features coming in through
   ``change_channel``, one reading of Section 1.1), so group ``k`` of every level belongs to keypoint ``k``;
@@ -104,8 +104,9 @@ class ChangeChannel(nn.Sequential):
 class ReverseBlock(nn.Module):
     """Depthwise-separable residual block: depthwise 3x3 -> BN -> ReLU -> pointwise 1x1 (``groups`` groups: 1 is a
     full pointwise convolution, 17 keeps the keypoint groups apart, 0 means ``gcd(cin, cout)``: no channel mixing
-    beyond the width change, output channel ``j`` reads ``cin / cout`` adjacent input channels) -> BN, plus a
-    (1x1, same groups) shortcut when the width changes, ReLU."""
+    beyond the width change, output channel ``j`` reads ``cin / cout`` adjacent input channels; when that is one
+    channel per group the 1x1 is a per-channel scale, which the BN after it already has, and is left out) -> BN,
+    plus a (1x1, same groups) shortcut when the width changes, ReLU."""
 
     def __init__(self, cin: int, cout: int, groups: int = NUM_KEYPOINTS):
         super().__init__()
@@ -114,7 +115,8 @@ class ReverseBlock(nn.Module):
             raise ValueError(f"reverse widths must be divisible by {groups}: got {cin} -> {cout}")
         self.dw = nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False)
         self.bn1 = nn.BatchNorm2d(cin)
-        self.pw = nn.Conv2d(cin, cout, 1, groups=groups, bias=False)
+        per_channel = groups == cin == cout
+        self.pw = nn.Identity() if per_channel else nn.Conv2d(cin, cout, 1, groups=groups, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
         self.relu = nn.ReLU(inplace=True)
         self.shortcut = nn.Identity() if cin == cout else nn.Sequential(
@@ -180,14 +182,14 @@ class ReverseBackbone(nn.Module):
         grouping: ``"heads"`` (Table 1's widths, 17 groups from ``re_conv1``'s 1x1 alignment to
             ``num_keypoints * head_group_width`` channels on) or ``"all"`` (every level 17-grouped).
         head_group_width: channels per keypoint after the alignment (``grouping="heads"`` only).
-        pointwise: the blocks' pointwise convolutions with ``grouping="heads"``: ``"full"`` (textbook
-            depthwise-separable) or ``"channel"`` (no channel mixing in the blocks: ``groups = gcd(cin, cout)``; the
-            full-feature step is change_channel's 1x1 on the backbone's same-size features).
+        pointwise: the blocks' pointwise convolutions with ``grouping="heads"``: ``"channel"`` (no channel mixing
+            in the blocks: ``groups = gcd(cin, cout)``; the full-feature step is change_channel's 1x1 on the
+            backbone's same-size features) or ``"full"`` (textbook depthwise-separable).
     """
 
     def __init__(self, in_channels, num_keypoints: int = NUM_KEYPOINTS, width_mult: float = 1.0,
                  min_group_width: int = 4, blocks: Sequence[int] = (2, 3, 5, 2), channels_last: bool = True,
-                 grouping: str = "heads", head_group_width: int = 4, pointwise: str = "full"):
+                 grouping: str = "heads", head_group_width: int = 4, pointwise: str = "channel"):
         super().__init__()
         #: run the reverse path in channels-last layout: its depthwise / grouped convolutions are about 2.3x
         #: faster that way on CPU (oneDNN, measured); same values up to float rounding (tests/test_rbnet.py)
