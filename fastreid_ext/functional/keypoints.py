@@ -13,7 +13,8 @@ from typing import Sequence, Tuple
 import numpy as np
 
 __all__ = ["COCO17_NAMES", "NUM_KEYPOINTS", "COCO17_FLIP_PAIRS", "COCO17_SKELETON", "COCO17_LEFT", "COCO17_RIGHT",
-           "flip_permutation"]
+           "flip_permutation", "OPENPOSE18_NAMES", "JOINT_ORDERS", "coco17_to_openpose18", "openpose18_to_coco17",
+           "convert_joint_order"]
 
 #: COCO keypoint order (0-based indices)
 COCO17_NAMES: Tuple[str, ...] = (
@@ -42,3 +43,59 @@ def flip_permutation(num_keypoints: int = NUM_KEYPOINTS,
     for a, b in pairs:
         perm[a], perm[b] = b, a
     return perm
+
+
+#: OpenPose's 18-joint COCO order (Cao et al., "Realtime multi-person 2D pose estimation using part affinity fields",
+#: CVPR 2017): COCO-17 plus a neck, in OpenPose's own order. FD-GAN's pose maps (Ge et al., NeurIPS 2018) and the
+#: pose-transfer paper's pose input (Sec. 3, "extracted with OpenPose") use it.
+OPENPOSE18_NAMES: Tuple[str, ...] = (
+    "nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow", "left_wrist",
+    "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle", "right_eye", "left_eye",
+    "right_ear", "left_ear",
+)
+#: joint-order name -> joint names
+JOINT_ORDERS = {"coco17": COCO17_NAMES, "openpose18": OPENPOSE18_NAMES}
+_OP_FROM_COCO = [COCO17_NAMES.index(n) if n != "neck" else -1 for n in OPENPOSE18_NAMES]
+_COCO_FROM_OP = [OPENPOSE18_NAMES.index(n) for n in COCO17_NAMES]
+
+
+def coco17_to_openpose18(kp):
+    """``(..., 17, 3)`` COCO-17 keypoints (x, y, score; numpy or torch) -> ``(..., 18, 3)`` in OpenPose's order. The
+    neck is the middle of the shoulders, scored with the lower of their two scores (0 when one is missing)."""
+    if kp.shape[-2] != 17 or kp.shape[-1] != 3:
+        raise ValueError(f"COCO-17 keypoints must be (..., 17, 3), got {tuple(kp.shape)}")
+    ls, rs = COCO17_NAMES.index("left_shoulder"), COCO17_NAMES.index("right_shoulder")
+    neck_xy = (kp[..., ls, :2] + kp[..., rs, :2]) / 2
+    lo = kp[..., ls, 2:3]
+    hi = kp[..., rs, 2:3]
+    neck_s = np.minimum(lo, hi) if isinstance(kp, np.ndarray) else lo.minimum(hi)
+    if isinstance(kp, np.ndarray):
+        neck = np.concatenate([neck_xy, neck_s], -1)[..., None, :]
+        parts = [kp[..., i:i + 1, :] if i >= 0 else neck for i in _OP_FROM_COCO]
+        return np.concatenate(parts, -2)
+    import torch
+
+    neck = torch.cat([neck_xy, neck_s], -1).unsqueeze(-2)
+    return torch.cat([kp[..., i:i + 1, :] if i >= 0 else neck for i in _OP_FROM_COCO], -2)
+
+
+def openpose18_to_coco17(kp):
+    """``(..., 18, 3)`` OpenPose keypoints -> ``(..., 17, 3)`` COCO-17 (the neck is dropped)."""
+    if kp.shape[-2] != 18 or kp.shape[-1] != 3:
+        raise ValueError(f"OpenPose-18 keypoints must be (..., 18, 3), got {tuple(kp.shape)}")
+    return kp[..., _COCO_FROM_OP, :]
+
+
+def convert_joint_order(kp, source: str, target: str, key: str = "joint order"):
+    """Keypoints ``(..., K, 3)`` in the ``source`` order (``coco17`` | ``openpose18``) converted to ``target``. A
+    ``ValueError`` naming ``key`` when an order is unknown or ``K`` is not the source order's joint count."""
+    for o in (source, target):
+        if o not in JOINT_ORDERS:
+            raise ValueError(f"{key}: unknown joint order {o!r}, expected one of {sorted(JOINT_ORDERS)}")
+    k = int(kp.shape[-2]) if len(kp.shape) >= 2 else -1
+    if k != len(JOINT_ORDERS[source]) or kp.shape[-1] != 3:
+        raise ValueError(f"{key} is {source!r} ({len(JOINT_ORDERS[source])} joints) but the keypoints have shape "
+                         f"{tuple(kp.shape)} ({k} joints): the keypoints are in another joint order")
+    if source == target:
+        return kp
+    return coco17_to_openpose18(kp) if source == "coco17" else openpose18_to_coco17(kp)

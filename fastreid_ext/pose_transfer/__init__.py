@@ -7,13 +7,17 @@ NeurIPS 2018).
 its last block, any backbone), ``additional_encoder`` (E_A), ``verifier`` (C_v), ``norm`` (small-batch-safe BN),
 ``pairs`` (verification pairs and BCE), ``fraction`` (seeded target-data fraction), ``rerank`` (verification
 re-ranking), ``checkpoint`` (source weights into E_I), ``evaluator`` (re-ranking evaluator), ``trainer`` (trainer and
-frozen-E_I check). The plain torch / numpy modules (``pairs``, ``fraction``, ``rerank``, ``norm``, ``verifier``,
-``additional_encoder``, ``encoder``, ``checkpoint``) import without FastReID; the registering modules are imported
-once FastReID is (``fastreid_ext``'s registration step, or at once when FastReID is already imported).
+frozen-E_I check). The generator stage (part 2, FD-GAN): ``gan_modules`` (E_P, G, D_i, D_p), ``gan_sampling``
+(target poses, same-pose pairs, pose maps), ``meta_arch.PoseGAN`` (registered), ``gan_trainer`` (alternating G / D
+updates, two optimizers, resume in step), ``generate`` (pose grids, reconstruction errors;
+``tools/generate_poses.py``); its losses are in ``fastreid_ext.functional.pose_gan``. The plain torch / numpy modules
+(``pairs``, ``fraction``, ``rerank``, ``norm``, ``verifier``, ``additional_encoder``, ``encoder``, ``checkpoint``,
+``gan_modules``, ``gan_sampling``) import without FastReID; the registering modules are imported once FastReID is
+(``fastreid_ext``'s registration step, or at once when FastReID is already imported).
 """
 import sys
 
-_REGISTERING = ("config", "meta_arch", "evaluator", "trainer")
+_REGISTERING = ("config", "meta_arch", "evaluator", "trainer", "gan_trainer")
 
 
 def _register() -> None:

@@ -48,6 +48,58 @@ def add_pose_transfer_config(cfg):
     _C.MODEL.POSE_TRANSFER.RERANK.TOPK = 100
     _C.MODEL.POSE_TRANSFER.RERANK.BATCH_PAIRS = 65536
 
+    # ---------------------------------------------------------------------------------------------------------------
+    # Pose-guided generator stage (MODEL.META_ARCHITECTURE PoseGAN; FD-GAN, Ge et al., NeurIPS 2018; paper Sec. 3):
+    # E_P (pose heatmaps -> 128-d), G ([E_I 512 | pose 128 | noise 256] -> image), D_i (Siamese on images) and
+    # D_p (PatchGAN on image + pose maps), trained by alternating discriminator and generator steps.
+    _C.MODEL.POSE_TRANSFER.GAN = CN()
+    _C.MODEL.POSE_TRANSFER.GAN.POSE = CN()
+    # joint order of E_P's input channels: "openpose18" (the paper / FD-GAN: OpenPose's 18 joints) | "coco17"
+    _C.MODEL.POSE_TRANSFER.GAN.POSE.JOINTS = "openpose18"
+    # order of the keypoints the loader gives (our keypoint store and SynthPed: "coco17"), converted to JOINTS
+    _C.MODEL.POSE_TRANSFER.GAN.POSE.INPUT_ORDER = "coco17"
+    # Gaussian sigma of the pose maps in input pixels (FD-GAN: 5 at 256 x 128); maps are rendered at INPUT.SIZE_TRAIN
+    _C.MODEL.POSE_TRANSFER.GAN.POSE.SIGMA = 5.0
+    _C.MODEL.POSE_TRANSFER.GAN.POSE.SCORE_THRESH = 0.3  # joints scored lower give an empty channel
+    _C.MODEL.POSE_TRANSFER.GAN.EP = CN()
+    _C.MODEL.POSE_TRANSFER.GAN.EP.DIM = 128  # pose feature (paper Sec. 3: 128-d)
+    _C.MODEL.POSE_TRANSFER.GAN.EP.NGF = 64  # channels of E_P's first layer (x2, x4, x8, x8 after; FD-GAN: 64)
+    _C.MODEL.POSE_TRANSFER.GAN.G = CN()
+    _C.MODEL.POSE_TRANSFER.GAN.G.NOISE_DIM = 256  # paper Sec. 3: 256-d noise
+    _C.MODEL.POSE_TRANSFER.GAN.G.NGF = 64  # channels of G's last hidden layer (x2, x4, x8, x8 before; FD-GAN: 64)
+    _C.MODEL.POSE_TRANSFER.GAN.G.DROPOUT = 0.2  # FD-GAN's --drop
+    _C.MODEL.POSE_TRANSFER.GAN.NORM = "BN"  # norm of E_P, G and D_p: "BN" (FD-GAN) | "IN" | "none"
+    _C.MODEL.POSE_TRANSFER.GAN.DI = CN()
+    _C.MODEL.POSE_TRANSFER.GAN.DI.INIT_FROM_EI = True  # D_i's encoder and head start as E_I and C_v (FD-GAN)
+    _C.MODEL.POSE_TRANSFER.GAN.DI.FIX_BN = True  # D_i's BatchNorm layers stay in eval mode (FD-GAN's set_bn_fix)
+    _C.MODEL.POSE_TRANSFER.GAN.DP = CN()
+    _C.MODEL.POSE_TRANSFER.GAN.DP.NDF = 64
+    _C.MODEL.POSE_TRANSFER.GAN.DP.LAYERS = 3
+    # generator-step loss weights (FD-GAN's training commands: --lambda-recon 100 --lambda-sp 10, --lambda-veri 0 with
+    # E_I frozen, 10 in joint fine-tuning); VERIF multiplies the model's own losses (C_v's BCE, FastReID's losses)
+    _C.MODEL.POSE_TRANSFER.GAN.LOSS = CN()
+    _C.MODEL.POSE_TRANSFER.GAN.LOSS.ADV_ID = 1.0
+    _C.MODEL.POSE_TRANSFER.GAN.LOSS.ADV_POSE = 1.0
+    _C.MODEL.POSE_TRANSFER.GAN.LOSS.RECON = 100.0
+    _C.MODEL.POSE_TRANSFER.GAN.LOSS.SAME_POSE = 10.0
+    _C.MODEL.POSE_TRANSFER.GAN.LOSS.VERIF = 0.0
+    _C.MODEL.POSE_TRANSFER.GAN.LOSS.SMOOTH = True  # smoothed discriminator labels (FD-GAN --smooth-label)
+    # optimizers: G side (E_P, G, and E_I / C_v / head when they train) Adam(SOLVER.BASE_LR, BETAS); E_I at
+    # ENCODER_LR_FACTOR x (FD-GAN stage III: 0.1). D side SGD or Adam at D_BASE_LR, D_i at DI_LR_FACTOR x. Both follow
+    # FastReID's SOLVER.SCHED / STEPS / WARMUP_* schedule, each with its own scheduler.
+    _C.MODEL.POSE_TRANSFER.GAN.SOLVER = CN()
+    _C.MODEL.POSE_TRANSFER.GAN.SOLVER.BETAS = [0.5, 0.999]
+    _C.MODEL.POSE_TRANSFER.GAN.SOLVER.ENCODER_LR_FACTOR = 0.1
+    _C.MODEL.POSE_TRANSFER.GAN.SOLVER.D_OPT = "SGD"  # "SGD" (FD-GAN) | "Adam"
+    _C.MODEL.POSE_TRANSFER.GAN.SOLVER.D_BASE_LR = 0.001
+    _C.MODEL.POSE_TRANSFER.GAN.SOLVER.D_MOMENTUM = 0.9
+    _C.MODEL.POSE_TRANSFER.GAN.SOLVER.D_WEIGHT_DECAY = 0.0001
+    _C.MODEL.POSE_TRANSFER.GAN.SOLVER.DI_LR_FACTOR = 0.01  # FD-GAN stage II: D_i at 1/100 of D_p's rate
+    # alternation: a discriminator step every D_PERIOD iterations, a generator step every G_PERIOD iterations (both
+    # counted on the global iteration, so a resumed run stays in step); FD-GAN: both every iteration, D first
+    _C.MODEL.POSE_TRANSFER.GAN.D_PERIOD = 1
+    _C.MODEL.POSE_TRANSFER.GAN.G_PERIOD = 1
+
     _C.TRANSFER = CN()
     # source checkpoint loaded into E_I before training (and into E_A / C_v when it has them); "" = none
     _C.TRANSFER.SOURCE_WEIGHTS = ""

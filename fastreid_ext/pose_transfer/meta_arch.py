@@ -287,3 +287,230 @@ class PoseTransfer(MultiBranchModel, Baseline):
 
     def verification_dim(self) -> int:
         return self.verifier.dim
+
+
+# ==================================================================================================================
+# The pose-guided generator stage (part 2)
+# ==================================================================================================================
+from ..functional.pose_gan import (adversarial_loss, discriminator_loss, reconstruction_l1,  # noqa: E402
+                                   same_pose_l1)
+from .gan_modules import IdentityDiscriminator, PoseDiscriminator, PoseEncoder, PoseGenerator  # noqa: E402
+from .gan_sampling import JOINT_ORDERS, PoseTargets, pose_maps, sample_pose_targets  # noqa: E402
+
+#: state-dict prefixes of the generator stage's modules
+GAN_PARTS = ("pose_encoder", "generator", "disc_id", "disc_pose")
+
+
+@META_ARCH_REGISTRY.register()
+class PoseGAN(PoseTransfer):
+    """PoseTransfer's E_I + head + C_v (``VARIANT none``: C_v on E_I's pooled 512-d feature, FD-GAN's verification
+    branch) with the generator stage of FD-GAN (Ge et al., NeurIPS 2018) that makes E_I pose-invariant (pose-transfer
+    paper, Sec. 3, Fig. 1): E_P (``pose_encoder``), G (``generator``), D_i (``disc_id``), D_p (``disc_pose``).
+
+    One training iteration (``fastreid_ext.pose_transfer.gan_trainer``): :meth:`gan_forward` (E_I on the batch, target
+    poses from other images of the same person in the batch, G renders every image in its target pose), then a
+    discriminator step on :meth:`discriminator_losses` and a generator step on :meth:`generator_losses`. Evaluation and
+    the checkpoint layout are PoseTransfer's (``backbone.*``, ``verifier.*``, ``heads.*``), so a PoseGAN checkpoint is
+    a ``TRANSFER.SOURCE_WEIGHTS`` for part 1 as it is."""
+
+    @configurable
+    def __init__(self, *, pose_encoder: PoseEncoder, generator: PoseGenerator, disc_id: IdentityDiscriminator,
+                 disc_pose: PoseDiscriminator, joints="openpose18", input_order="coco17", sigma=5.0,
+                 score_thresh=0.3, loss_weights=None, smooth=True, di_init_from_ei=True, **kwargs):
+        super().__init__(**kwargs)
+        if self.variant != "none":
+            raise ValueError(f"PoseGAN trains E_I + C_v with the generator (FD-GAN): MODEL.POSE_TRANSFER.VARIANT must "
+                             f"be 'none', got {self.variant!r} (add E_A afterwards with PoseTransfer and "
+                             f"TRANSFER.SOURCE_WEIGHTS)")
+        if joints not in JOINT_ORDERS:
+            raise ValueError(f"MODEL.POSE_TRANSFER.GAN.POSE.JOINTS must be one of {sorted(JOINT_ORDERS)}, got "
+                             f"{joints!r}")
+        self.pose_encoder, self.generator = pose_encoder, generator
+        self.disc_id, self.disc_pose = disc_id, disc_pose
+        self.joints, self.input_order = joints, input_order
+        self.sigma, self.score_thresh = float(sigma), float(score_thresh)
+        w = {"adv_id": 1.0, "adv_pose": 1.0, "recon": 100.0, "same_pose": 10.0, "verif": 0.0}
+        w.update(loss_weights or {})
+        self.loss_weights = w
+        self.smooth = bool(smooth)
+        if di_init_from_ei:
+            self.init_disc_id_from_encoder()
+
+    @classmethod
+    def from_config(cls, cfg):
+        from fastreid.modeling.backbones import build_backbone
+
+        if cfg.MODEL.POSE_TRANSFER.VARIANT != "none":  # before building anything
+            raise ValueError(f"PoseGAN trains E_I + C_v with the generator (FD-GAN): MODEL.POSE_TRANSFER.VARIANT must "
+                             f"be 'none', got {cfg.MODEL.POSE_TRANSFER.VARIANT!r}")
+        ret = super().from_config(cfg)
+        g = cfg.MODEL.POSE_TRANSFER.GAN
+        size = tuple(cfg.INPUT.SIZE_TRAIN)
+        if g.POSE.JOINTS not in JOINT_ORDERS:
+            raise ValueError(f"MODEL.POSE_TRANSFER.GAN.POSE.JOINTS must be one of {sorted(JOINT_ORDERS)}, got "
+                             f"{g.POSE.JOINTS!r}")
+        nj = len(JOINT_ORDERS[g.POSE.JOINTS])
+        id_dim = ret["split"].out_channels
+        ret.update(
+            pose_encoder=PoseEncoder(nj, size, g.EP.DIM, g.EP.NGF, g.NORM),
+            generator=PoseGenerator(id_dim, g.EP.DIM, g.G.NOISE_DIM, size, g.G.NGF, g.G.DROPOUT, g.NORM),
+            disc_id=IdentityDiscriminator(build_backbone(cfg), id_dim, g.DI.FIX_BN,
+                                          cfg.MODEL.POSE_TRANSFER.BN_MIN_BATCH),
+            disc_pose=PoseDiscriminator(3 + nj, g.DP.NDF, g.DP.LAYERS, g.NORM),
+            joints=g.POSE.JOINTS, input_order=g.POSE.INPUT_ORDER, sigma=g.POSE.SIGMA, score_thresh=g.POSE.SCORE_THRESH,
+            loss_weights={"adv_id": g.LOSS.ADV_ID, "adv_pose": g.LOSS.ADV_POSE, "recon": g.LOSS.RECON,
+                          "same_pose": g.LOSS.SAME_POSE, "verif": g.LOSS.VERIF},
+            smooth=g.LOSS.SMOOTH, di_init_from_ei=g.DI.INIT_FROM_EI)
+        return ret
+
+    # ------------------------------------------------------------------------------------------------ parts
+    def init_disc_id_from_encoder(self) -> None:
+        """D_i's encoder := E_I, D_i's head := C_v (FD-GAN initialises D_i from the stage-I verification model)."""
+        self.disc_id.encoder.load_state_dict(self.backbone.state_dict())
+        load_matching(self.disc_id.head, self.verifier.state_dict(), "")
+
+    def discriminator_parameters(self) -> List[nn.Parameter]:
+        return [p for m in (self.disc_id, self.disc_pose) for p in m.parameters() if p.requires_grad]
+
+    def generator_side_parameters(self) -> List[nn.Parameter]:
+        """Everything trainable that is not a discriminator: E_P, G, and E_I / head / C_v unless frozen."""
+        d = {id(p) for p in self.discriminator_parameters()}
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in d]
+
+    def parameter_groups(self) -> Dict[str, Dict[str, int]]:
+        out = super().parameter_groups()
+        for name, m in (("E_P", self.pose_encoder), ("G", self.generator), ("D_i", self.disc_id),
+                        ("D_p", self.disc_pose)):
+            ps = list(m.parameters())
+            out[name] = {"total": sum(p.numel() for p in ps),
+                         "trainable": sum(p.numel() for p in ps if p.requires_grad)}
+        return out
+
+    def load_source(self, path: str, prefix: str = "auto", load_ea: bool = True) -> Dict[str, object]:
+        """PoseTransfer's source loading (E_I, C_v, head), plus E_P / G / D_i / D_p where the checkpoint has them (a
+        PoseGAN checkpoint of the previous stage); without D_i in it, D_i starts as the loaded E_I + C_v."""
+        info = super().load_source(path, prefix, load_ea)
+        sd = read_state_dict(path)
+        for name in GAN_PARTS:
+            loaded, left = load_matching(getattr(self, name), sd, name + ".")
+            if loaded:
+                info[name] = f"{len(loaded)} tensors loaded, {len(left)} left as initialised"
+        if "disc_id" not in info:
+            self.init_disc_id_from_encoder()
+            info["disc_id"] = "initialised from the loaded E_I and C_v"
+        logger.info("PoseGAN parts from %s: %s", path, {k: v for k, v in info.items() if k in GAN_PARTS})
+        return info
+
+    def load_generator(self, path: str, key: str = "--weights") -> Dict[str, int]:
+        """Load a PoseGAN checkpoint for generation: E_I, E_P and G must all be there with this model's shapes, else a
+        ValueError naming ``key``, the file and the missing / mismatching tensors (E_P's input channels give away a
+        checkpoint trained with another joint order)."""
+        sd = read_state_dict(path, key)
+        out = {}
+        for name in ("backbone", "verifier", "pose_encoder", "generator"):
+            own = getattr(self, name).state_dict()
+            have = [k for k in own if name + "." + k in sd]
+            if not have:
+                raise ValueError(f"{key} {path} has no {name}.* tensors: it is not a PoseGAN checkpoint (no generator "
+                                 f"weights; train one with MODEL.META_ARCHITECTURE PoseGAN, e.g. projects/"
+                                 f"PoseTransfer/configs/SynthPed-GAN/stage2_gan.yml)" if name != "backbone" and
+                                 name != "verifier" else f"{key} {path} has no {name}.* tensors")
+            bad = [f"{name}.{k} {tuple(sd[name + '.' + k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+                   if name + "." + k in sd and tuple(sd[name + "." + k].shape) != tuple(v.shape)]
+            if bad:
+                hint = ""
+                if name == "pose_encoder" and any(b.startswith("pose_encoder.net.0.weight") for b in bad):
+                    c = sd["pose_encoder.net.0.weight"].shape[1]
+                    orders = [o for o, n in JOINT_ORDERS.items() if len(n) == c]
+                    hint = (f" (the checkpoint's E_P reads {c} joint channels{' = ' + orders[0] if orders else ''}, "
+                            f"this model MODEL.POSE_TRANSFER.GAN.POSE.JOINTS {self.joints!r} reads "
+                            f"{self.pose_encoder.joints}: set the joint order the checkpoint was trained with)")
+                raise ValueError(f"{key} {path}: {len(bad)} tensor(s) of {name} do not fit, e.g. {bad[:2]}{hint}")
+            missing = [k for k in own if name + "." + k not in sd and not k.endswith("num_batches_tracked")]
+            if missing:
+                raise ValueError(f"{key} {path}: {name} lacks {len(missing)} tensor(s), e.g. {missing[:3]}")
+            getattr(self, name).load_state_dict({k: sd[name + "." + k] for k in have}, strict=False)
+            out[name] = len(have)
+        return out
+
+    # ------------------------------------------------------------------------------------------------ passes
+    def pose_maps(self, keypoints) -> torch.Tensor:
+        """Pose maps of ``keypoints`` (B, K, 3) at the model's input size, in E_P's joint order."""
+        return pose_maps(keypoints, self.pose_encoder.size, self.joints, self.input_order, self.sigma,
+                         self.score_thresh).to(self.device)
+
+    def to_unit(self, images: torch.Tensor) -> torch.Tensor:
+        """Loader images (0..255) -> [-1, 1], G's output range."""
+        return images.to(self.device).float() / 127.5 - 1.0
+
+    def unit_to_input(self, x: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] images -> E_I's normalized input (pixel mean / std), for D_i."""
+        return ((x + 1.0) * 127.5 - self.pixel_mean) / self.pixel_std
+
+    def identity_features(self, batched_inputs) -> torch.Tensor:
+        """E_I's pooled 512-d output (C_v's input, G's identity input)."""
+        maps = self.encode(batched_inputs, need_out=True)
+        return self.verification_feature(maps["out"])
+
+    def generate(self, identity: torch.Tensor, target_maps: torch.Tensor,
+                 noise: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """G(identity, E_P(target maps), noise) in [-1, 1]; noise N(0, 1) from ``generator`` when not given."""
+        if noise is None:
+            noise = torch.randn(len(identity), self.generator.noise_dim, generator=generator).to(identity.device)
+        return self.generator(identity, self.pose_encoder(target_maps), noise)
+
+    def gan_forward(self, batched_inputs, generator: Optional[torch.Generator] = None) -> Dict[str, object]:
+        """E_I on the batch (with the head, for the model's own losses), target poses and same-pose pairs
+        (:func:`~fastreid_ext.pose_transfer.gan_sampling.sample_pose_targets`), G's images. Returns a dict for
+        :meth:`discriminator_losses` / :meth:`generator_losses`."""
+        if "keypoints" not in batched_inputs:
+            raise ValueError("PoseGAN's batch has no 'keypoints': set DATASETS.ANNOTATIONS.LOAD_KEYPOINTS True (the "
+                             "generator stage renders every image in another image's pose)")
+        targets = batched_inputs["targets"].to(self.device)
+        maps = self.pose_maps(batched_inputs["keypoints"])
+        outputs = self.branch_outputs(batched_inputs, targets)
+        ident = outputs.context["verif_feature"]
+        pt: PoseTargets = sample_pose_targets(targets, generator)
+        tgt = pt.target.to(self.device)
+        noise = torch.randn(max(pt.num_groups, 1), self.generator.noise_dim, generator=generator)
+        noise = noise[pt.group].to(self.device)
+        fake = self.generate(ident, maps[tgt], noise)
+        x = self.preprocess_image(batched_inputs)
+        return {"fake": fake, "real_target": self.to_unit(batched_inputs["images"])[tgt], "origin": x,
+                "origin_target": x[tgt], "target_maps": maps[tgt], "pose_targets": pt, "outputs": outputs,
+                "targets": targets, "identity": ident}
+
+    def discriminator_losses(self, st: Dict[str, object],
+                             generator: Optional[torch.Generator] = None) -> Dict[str, torch.Tensor]:
+        """D_i: (input, real image of the same person in the target pose) real vs (input, generated) fake; D_p: (real
+        target image, target pose) real vs (generated image, target pose) fake; smoothed labels (FD-GAN)."""
+        fake = st["fake"].detach()
+        out = {}
+        if self.loss_weights["adv_id"]:  # with GAN.LOSS.ADV_ID 0 D_i plays no part: not run
+            di_real = self.disc_id(st["origin"], st["origin_target"])
+            di_fake = self.disc_id(st["origin"], self.unit_to_input(fake))
+            out["loss_d_id"] = discriminator_loss(di_real, di_fake, self.smooth, generator)
+        if self.loss_weights["adv_pose"]:
+            dp_real = self.disc_pose(st["real_target"], st["target_maps"])
+            dp_fake = self.disc_pose(fake, st["target_maps"])
+            out["loss_d_pose"] = discriminator_loss(dp_real, dp_fake, self.smooth, generator)
+        return out
+
+    def generator_losses(self, st: Dict[str, object], batched_inputs) -> Dict[str, torch.Tensor]:
+        """FD-GAN's L_G: ``ADV_ID`` GAN(D_i) + ``ADV_POSE`` GAN(D_p) + ``RECON`` L1 + ``SAME_POSE`` same-pose L1 +
+        ``VERIF`` x the model's own losses (C_v's BCE, FastReID's losses; only when E_I or C_v train)."""
+        w, fake, pt = self.loss_weights, st["fake"], st["pose_targets"]
+        out = {}
+        if w["adv_id"]:
+            out["loss_g_adv_id"] = w["adv_id"] * adversarial_loss(self.disc_id(st["origin"], self.unit_to_input(fake)),
+                                                                  True)
+        if w["adv_pose"]:
+            out["loss_g_adv_pose"] = w["adv_pose"] * adversarial_loss(self.disc_pose(fake, st["target_maps"]), True)
+        out["loss_g_recon"] = w["recon"] * reconstruction_l1(fake, st["real_target"])
+        if w["same_pose"]:
+            out["loss_g_same_pose"] = w["same_pose"] * same_pose_l1(fake, pt.pair_i.to(fake.device),
+                                                                    pt.pair_j.to(fake.device))
+        if w["verif"] and self.freeze != "encoder":
+            for k, v in self.model_losses(st["outputs"], batched_inputs, st["targets"]).items():
+                out[k] = w["verif"] * v
+        return out
