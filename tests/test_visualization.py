@@ -30,6 +30,7 @@ ARCH_OPTS = {
     "JointIBN": ["DATASETS.ANNOTATIONS.LOAD_MASKS", "True"],
     "MGN": ["MODEL.BACKBONE.DEPTH", "50x", "MODEL.BACKBONE.FEAT_DIM", "2048", "INPUT.SIZE_TEST", "[96, 32]"],  # 3 stripes
     "MoCoV2": ["MODEL.LOSSES.NAME", "()"],
+    "PoseGAN": ["MODEL.POSE_TRANSFER.VARIANT", "none"],  # FD-GAN stage: E_I + C_v, no additional encoder
 }
 #: meta-architectures whose test feature is GAP (or GAP + BN-neck) of a spatial map: the decomposition must hold
 DECOMPOSABLE = {"Baseline", "Distiller", "HPLF", "JointIBN", "MMT", "MoCo", "MoCoV2", "PoseTransfer", "RBNet"}
@@ -96,6 +97,60 @@ def test_actmap_is_torchreids_recipe_computed_by_hand():
     assert strip.shape == (16, 3 * 8 + 2 * GRID_SPACING, 3)  # torchreid's image | map | overlay
     assert (strip[:, 8:8 + GRID_SPACING] == 255).all()
     np.testing.assert_array_equal(strip[:, :8], img)
+
+
+#: a fixed 1x1 convolution (5 output channels) after 8x8 average pooling: a backbone whose map is easy to compute
+#: by hand in numpy
+_POOL_CONV_W = np.array([[0.9, -0.4, 0.3], [-0.2, 0.8, 0.5], [0.6, 0.1, -0.7], [0.05, -0.9, 0.4], [0.3, 0.3, 0.3]])
+_POOL_CONV_B = np.array([0.1, -0.2, 0.05, 0.3, -0.1])
+
+
+def _register_pool_conv_backbone():
+    from fastreid.modeling.backbones.build import BACKBONE_REGISTRY
+
+    if "build_vis_test_pool_conv_backbone" not in BACKBONE_REGISTRY._obj_map:
+        @BACKBONE_REGISTRY.register()
+        def build_vis_test_pool_conv_backbone(cfg):
+            conv = nn.Conv2d(3, 5, 1)
+            with torch.no_grad():
+                conv.weight.copy_(torch.tensor(_POOL_CONV_W, dtype=torch.float32)[:, :, None, None])
+                conv.bias.copy_(torch.tensor(_POOL_CONV_B, dtype=torch.float32))
+            return nn.Sequential(nn.AvgPool2d(8), conv)
+
+
+def test_the_tools_actmap_of_a_model_is_the_recipe_computed_by_hand(tmp_path):
+    """The whole path of tools/visualize_actmap.py (image file -> the model's test transform and normalisation ->
+    the layer's map -> recipe -> PNG strip) against numpy on a model whose 8 x 4 map is known in closed form."""
+    from fastreid_ext.visualization import actmap_cli
+
+    _register_pool_conv_backbone()
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    img = np.random.default_rng(5).integers(0, 256, (64, 32, 3), dtype=np.uint8)  # RGB, already the test size
+    img[:24, 8:20] = 250  # a bright block, so that the map has a clear peak
+    cv2.imwrite(str(folder / "0001_c1s1_000001_00.png"), img[..., ::-1])
+    out = actmap_cli.main(["--config-file", BASE_CFG, "--folder", str(folder), "--layers", "backbone", "--ext", "png",
+                           "--scale", "1", "--overview", "0", "--output", str(tmp_path / "out"), "--no-progress",
+                           *TINY, "MODEL.BACKBONE.NAME", "build_vis_test_pool_conv_backbone",
+                           "MODEL.BACKBONE.FEAT_DIM", "5"])
+    assert out["images"] == 1
+    strip = cv2.imread(str(tmp_path / "out" / "00000_0001_c1s1_000001_00.png"))[..., ::-1]
+    # by hand: FastReID's normalisation, 8 x 8 means, the 1x1 convolution, then torchreid's recipe
+    mean, std = np.array([123.675, 116.28, 103.53]), np.array([58.395, 57.12, 57.375])
+    x = (img.astype(np.float64) - mean) / std  # (64, 32, 3)
+    pooled = x.reshape(8, 8, 4, 8, 3).mean((1, 3))  # (8, 4, 3)
+    fmap = pooled @ _POOL_CONV_W.T + _POOL_CONV_B  # (8, 4, 5)
+    ref_maps, ref_heats, ref_over = torchreid_recipe(fmap.transpose(2, 0, 1)[None], img)
+    grid = strip[-64:]  # under the label bar: image | gap | map | gap | overlay
+    assert grid.shape == (64, 3 * 32 + 2 * 10, 3)
+    np.testing.assert_array_equal(grid[:, :32], img)
+    heat, over = grid[:, 42:74].astype(int), grid[:, 84:116].astype(int)
+    # floor(255 m) flips by one grey level where 255 m is within float error of an integer
+    assert np.abs(heat - ref_heats[0].astype(int)).max() <= 4
+    assert (heat != ref_heats[0]).any(-1).mean() < 0.02
+    assert np.abs(over - ref_over[0].astype(int)).max() <= 3
+    # the map peaks where the bright block is (a check on the hand computation itself)
+    assert np.unravel_index(ref_maps[0].argmax(), (64, 32))[0] < 24
 
 
 def test_one_channel_maps_are_shown_as_they_are():
@@ -277,9 +332,12 @@ def test_the_tools_run_for_every_registered_meta_architecture(arch, datasets_roo
 
     _buildable(arch)
     opts = tiny_pair_and_opts(arch)
-    out = actmap_cli.main(["--config-file", BASE_CFG, "--layers", "retrieval", "backbone", "--num-images", "2",
+    layers = ["retrieval", "backbone"] + (["input_mask"] if arch == "JointIBN" else [])  # the mask it is given
+    out = actmap_cli.main(["--config-file", BASE_CFG, "--layers", *layers, "--num-images", "2",
                            "--show-input", "--output", str(tmp_path / "act"), "--no-progress", *opts])
     assert out["images"] == 2 and len(list((tmp_path / "act").glob("0000*.jpg"))) == 2
+    if arch == "JointIBN":
+        assert "JointIBN: input_mask" in out["columns"]
     assert (tmp_path / "act" / "overview.png").is_file()
     if arch == "MMT":  # a wrapper: every interface model it holds, as a column
         assert {c.split(":")[0] for c in out["columns"]} == {"MMT/net1", "MMT/net2", "MMT/mean1", "MMT/mean2"}
@@ -373,6 +431,9 @@ def test_actmap_streams_a_market_sized_query_split_with_a_progress_bar_in_bounde
     assert out["images"] == n and len(os.listdir(tmp_path / "out")) == n + 1
     strip = cv2.imread(str(tmp_path / "out" / "00000_0000_c1s1_000000_00.jpg"))
     held = n * strip.nbytes  # what keeping every strip would take (~90 MB)
+    with capsys.disabled():  # the README's numbers (pytest -s)
+        print(f"\nactmap: {n} strips, tracemalloc peak {peak / 2**20:.1f} MiB (every strip held: "
+              f"{held / 2**20:.1f} MiB)")
     assert peak < 0.25 * held, (peak, held)
     assert "3368/3368" in capsys.readouterr().err  # tqdm's progress bar
 
@@ -397,6 +458,9 @@ def test_ranked_lists_of_a_market_sized_split_stream_in_bounded_memory(tmp_path,
     assert s["written"] == 300 and len(os.listdir(tmp_path / "out" / "ranked")) == 300
     assert len((tmp_path / "out" / "per_query.csv").read_text().splitlines()) == nq + 1
     full = nq * ng * 4  # the float32 distance matrix alone: 214 MB
+    with capsys.disabled():  # the README's numbers (pytest -s)
+        print(f"\nranked: {nq} x {ng}, tracemalloc peak {peak / 2**20:.1f} MiB (distance matrix: "
+              f"{full / 2**20:.1f} MiB)")
     assert peak < 0.5 * full, (peak, full)
     err = capsys.readouterr().err
     assert "ranking: 100%" in err and "300/300" in err

@@ -20,6 +20,8 @@ first ``--overview`` strips under each other). Layers (``--layers`` for every mo
 * the dotted name of any submodule (``backbone.layer3``, ``backbone.net.conv4`` of the torchreid bridge; see
   ``model.named_modules()``), its output taken by a forward hook; ``NAME@k`` is its k-th call in the pass;
 * ``input``: the image the model sees (JointIBN: after background removal), shown as it is.
+* ``input_mask``: the person masks the model is given with the images (JointIBN: the mask of its background
+  removal; needs ``DATASETS.ANNOTATIONS.LOAD_MASKS``), shown as they are.
 
 A wrapper (MMT) shows the interface models it holds (``net1``, ``net2``, ``mean1``, ``mean2``), or one of them with
 ``member=mean1`` (``--member`` for all). Images are streamed batch by batch (a Market-sized query split is fine):
@@ -106,7 +108,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     from ..utils.visualize import to_uint8_rgb, vstack_panels
     from .actmap import actmap_strip, display_maps
     from .inputs import batches, dataset_items, folder_items, model_dataset
-    from .models import INPUT, input_images, named_maps
+    from .models import INPUT, RETRIEVAL, input_images, named_maps
 
     args = build_parser().parse_args(argv)
     if args.threads > 0:
@@ -144,7 +146,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                             extras[i].append((f"{label}: input", to_uint8_rgb(seen[i])))
                     for lname, fmap in maps.items():
                         shown = display_maps(fmap, size)
-                        col = label if (len(maps) == 1 and lname == "final map") else f"{label}: {lname}"
+                        col = label if (len(maps) == 1 and lname == RETRIEVAL) else f"{label}: {lname}"
                         cols.append(col)
                         for i in range(shown.shape[0]):
                             per_image[i].append((col, shown[i]))

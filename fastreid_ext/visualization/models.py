@@ -23,7 +23,8 @@ from .similarity import (NotDecomposable, PairDecomposition, affine_terms, check
                          cosine_decomposition, pooling_contributions)
 
 __all__ = ["ModelSpec", "parse_model_tokens", "load_model", "interface_models", "named_maps", "input_images",
-           "pooling_of", "branch_terms", "decompose_pair", "retrieval_features", "RETRIEVAL", "INPUT"]
+           "pooling_of", "branch_terms", "decompose_pair", "retrieval_features", "RETRIEVAL", "INPUT",
+           "INPUT_MASK"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,9 @@ logger = logging.getLogger(__name__)
 RETRIEVAL = "retrieval"
 #: pseudo layer: the image the model sees (its normalised input mapped back to 0..255)
 INPUT = "input"
+#: pseudo layer: the person masks the batch carries (``batched_inputs["masks"]``, loaded when the model's config sets
+#: ``DATASETS.ANNOTATIONS.LOAD_MASKS``, e.g. JointIBN's background removal)
+INPUT_MASK = "input_mask"
 
 
 @dataclass
@@ -128,9 +132,16 @@ def input_images(model: MultiBranchModel, batch: dict) -> Optional[torch.Tensor]
 @torch.no_grad()
 def named_maps(model: MultiBranchModel, batch: dict, layers: Sequence[str]) -> Dict[str, torch.Tensor]:
     """``{label: (B, C, h, w)}`` for ``layers``: ``retrieval`` (the map of every retrieval branch, labelled by
-    branch), or any name :meth:`MultiBranchModel.layer_maps` accepts (a ``feature_maps`` key or a submodule)."""
+    branch), ``input_mask`` (the batch's person masks, what a masking model such as JointIBN is given), or any name
+    :meth:`MultiBranchModel.layer_maps` accepts (a ``feature_maps`` key or a submodule)."""
     out: Dict[str, torch.Tensor] = {}
-    names = [n for n in layers if n not in (RETRIEVAL, INPUT)]
+    names = [n for n in layers if n not in (RETRIEVAL, INPUT, INPUT_MASK)]
+    if INPUT_MASK in layers:
+        masks = batch.get("masks") if isinstance(batch, dict) else None
+        if masks is None:
+            raise ValueError(f"layer {INPUT_MASK!r}: the batch has no person masks; the model's config does not load "
+                             f"them (set DATASETS.ANNOTATIONS.LOAD_MASKS True; masks/ at the dataset root)")
+        out[INPUT_MASK] = torch.as_tensor(masks).float()
     if RETRIEVAL in layers:
         try:
             pooled = {b: pm.map for b, pm in model.pooled_maps(batch).items()}
@@ -141,7 +152,7 @@ def named_maps(model: MultiBranchModel, batch: dict, layers: Sequence[str]) -> D
             pooled = {k: v for k, v in model.feature_maps(batch).items() if torch.is_tensor(v) and v.dim() == 4}
             single = False
         for b, fmap in pooled.items():
-            out["final map" if single else b] = fmap
+            out[RETRIEVAL if single else b] = fmap
     if names:
         got = model.layer_maps(batch, names)
         for n in names:
