@@ -307,6 +307,32 @@ def _jaccard_cpu() -> bool:
     return True
 
 
+@_patch("sparse_rerank", "fastreid",
+        "TEST.RERANK's Jaccard distance is dense over (query + gallery)^2 with Python loops over every row; compute "
+        "only query x gallery from sparse k-reciprocal weights (fastreid_ext.functional.rerank), same values")
+def _sparse_rerank() -> bool:
+    import fastreid.evaluation.reid_evaluation as reid_evaluation
+    import fastreid.utils.compute_dist as cd
+
+    if getattr(cd.build_dist, "__fastreid_ext_patched__", False):
+        return False
+    original = cd.build_dist
+
+    @functools.wraps(original)
+    def build_dist(feat_1, feat_2, metric: str = "euclidean", **kwargs):
+        if metric != "jaccard":
+            return original(feat_1, feat_2, metric, **kwargs)
+        from .functional.rerank import jaccard_query_gallery
+
+        return jaccard_query_gallery(feat_1, feat_2, k1=kwargs["k1"], k2=kwargs["k2"])
+
+    build_dist.__fastreid_ext_patched__ = True
+    cd.build_dist = build_dist
+    if reid_evaluation.build_dist is original:
+        reid_evaluation.build_dist = build_dist
+    return True
+
+
 def _distributed_worker_any_device(local_rank, main_func, world_size, num_gpus_per_machine,
                                    machine_rank, dist_url, args):
     """FastReID's ``_distributed_worker`` that also runs on CPU (gloo) when CUDA is unavailable."""
@@ -346,6 +372,127 @@ def _launch_cpu() -> bool:
     if launch._distributed_worker is _distributed_worker_any_device:
         return False
     launch._distributed_worker = _distributed_worker_any_device
+    return True
+
+
+@_patch("ddp_cpu_device_ids", "fastreid",
+        "DefaultTrainer wraps the model in DistributedDataParallel with device_ids=[local_rank] even for CPU "
+        "parameters (gloo), which DDP refuses with a ValueError; pass device_ids only for a CUDA model")
+def _ddp_cpu_device_ids() -> bool:
+    import inspect
+
+    import fastreid.engine.defaults as defaults
+
+    original = defaults.DistributedDataParallel
+    if getattr(original, "__fastreid_ext_patched__", False):
+        return False
+    if "device_ids" not in inspect.getsource(defaults.DefaultTrainer.__init__):  # FastReID fixed it
+        return False
+
+    class DistributedDataParallel(original):
+        __fastreid_ext_patched__ = True
+
+        def __init__(self, module, *args, **kwargs):
+            param = next(module.parameters(), None)
+            if kwargs.get("device_ids") is not None and (param is None or param.device.type != "cuda"):
+                kwargs["device_ids"] = None  # a CPU module: DDP takes no device_ids (and no output_device)
+                kwargs.pop("output_device", None)
+            super().__init__(module, *args, **kwargs)
+
+    DistributedDataParallel.__qualname__ = original.__qualname__
+    defaults.DistributedDataParallel = DistributedDataParallel
+    return True
+
+
+def atomic_write(path: str, write: Callable, mode: str = "wb") -> None:
+    """Write ``path`` through ``write(f)`` on a temporary file in the same folder, fsync it and ``os.replace``
+    it over ``path``: a reader (or a run killed mid-write) sees the old file or the new one, never a part."""
+    import os
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+@_patch("atomic_checkpoints", "fastreid",
+        "Checkpointer.save writes model_*.pth and last_checkpoint in place: a kill mid-write leaves a truncated "
+        "checkpoint that last_checkpoint names; write a temporary file and os.replace it")
+def _atomic_checkpoints() -> bool:
+    import inspect
+    import os
+
+    import torch
+    from fastreid.utils import checkpoint as ckpt
+
+    cls = ckpt.Checkpointer
+    if getattr(cls.save, "__fastreid_ext_patched__", False):
+        return False
+    if 'open(save_file, "wb")' not in inspect.getsource(cls.save):  # FastReID no longer writes in place
+        return False
+    original_save, original_tag = cls.save, cls.tag_last_checkpoint
+
+    def save(self, name, **kwargs):
+        if not self.save_dir or not self.save_to_disk:
+            return
+        if not os.path.isdir(self.save_dir):  # not a local folder (PathManager URL): FastReID's own writer
+            return original_save(self, name, **kwargs)
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = "{}.pth".format(name)
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info("Saving checkpoint to {}".format(save_file))
+        atomic_write(save_file, lambda f: torch.save(data, f))
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename):
+        if not os.path.isdir(self.save_dir):
+            return original_tag(self, last_filename_basename)
+        atomic_write(os.path.join(self.save_dir, "last_checkpoint"),
+                     lambda f: f.write(last_filename_basename), mode="w")
+
+    save.__fastreid_ext_patched__ = True
+    cls.save = save
+    cls.tag_last_checkpoint = tag_last_checkpoint
+    return True
+
+
+@_patch("metric_printer_same_iteration", "fastreid",
+        "CommonMetricPrinter divides by the iterations since its last write: ZeroDivisionError when it writes "
+        "twice at one iteration (step + epoch end) before IterationTimer has times, e.g. short or resumed runs")
+def _metric_printer_same_iteration() -> bool:
+    import inspect
+
+    from fastreid.utils import events
+
+    cls = events.CommonMetricPrinter
+    if getattr(cls.write, "__fastreid_ext_patched__", False):
+        return False
+    if "iteration - self._last_write[0]" not in inspect.getsource(cls.write):
+        return False
+    original = cls.write
+
+    def write(self):
+        last = getattr(self, "_last_write", None)
+        if last is not None and last[0] == events.get_event_storage().iter:
+            self._last_write = None  # no estimate from a zero-iteration interval (FastReID then skips the ETA)
+        return original(self)
+
+    write.__fastreid_ext_patched__ = True
+    cls.write = write
     return True
 
 

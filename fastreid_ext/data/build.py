@@ -64,10 +64,23 @@ def annotation_index(cfg) -> AnnotationIndex:
     return AnnotationIndex(a.KEYPOINTS_FILES, a.MASK_ROOTS)
 
 
-def _dataset_kwargs(cfg, is_train: bool) -> dict:
+def keypoints_used_at_test(cfg) -> bool:
+    """Whether evaluation needs the test images' keypoints: only the test transforms' flip canonicalisation from
+    keypoints (``INPUT.FLIP_CANON.ENABLED`` with a ``SOURCE`` other than ``orientation``) uses them; no model's
+    inference does (keypoints are training targets, e.g. RBNet's heatmap loss), so keypoints made for the
+    training images only are enough."""
+    fc = getattr(cfg.INPUT, "FLIP_CANON", None)
+    return bool(cfg.DATASETS.ANNOTATIONS.LOAD_KEYPOINTS and fc is not None and fc.ENABLED
+                and fc.SOURCE != "orientation")
+
+
+def _dataset_kwargs(cfg, is_train: bool, keypoints: Optional[bool] = None) -> dict:
+    """AnnotatedDataset's annotation arguments. ``keypoints``: load them (``None``: as
+    ``DATASETS.ANNOTATIONS.LOAD_KEYPOINTS`` says; evaluation passes :func:`keypoints_used_at_test`)."""
     a = cfg.DATASETS.ANNOTATIONS
-    return dict(annotations=annotation_index(cfg) if (a.LOAD_KEYPOINTS or a.LOAD_MASKS) else None,
-                load_keypoints=a.LOAD_KEYPOINTS, load_masks=a.LOAD_MASKS, on_missing=a.ON_MISSING)
+    load_keypoints = bool(a.LOAD_KEYPOINTS if keypoints is None else keypoints)
+    return dict(annotations=annotation_index(cfg) if (load_keypoints or a.LOAD_MASKS) else None,
+                load_keypoints=load_keypoints, load_masks=a.LOAD_MASKS, on_missing=a.ON_MISSING)
 
 
 def build_train_set(cfg, names=None) -> AnnotatedDataset:
@@ -164,9 +177,12 @@ def build_train_loader(cfg, train_set=None, seed: Optional[int] = None):
     return make_data_loader(cfg, train_set, batch_sampler, cfg.DATALOADER.NUM_WORKERS)
 
 
-def build_test_loader(cfg, dataset_name: Optional[str] = None, *, test_set=None, num_query: int = 0):
+def build_test_loader(cfg, dataset_name: Optional[str] = None, *, test_set=None, num_query: int = 0,
+                      keypoints: Optional[bool] = None):
     """``(loader, num_query)`` like FastReID's ``build_reid_test_loader``: query + gallery of ``dataset_name``,
-    or any ``test_set`` (e.g. a target train split to extract features from) with its ``num_query``."""
+    or any ``test_set`` (e.g. a target train split to extract features from) with its ``num_query``.
+    ``keypoints``: load the query/gallery keypoints (``None``: ``DATASETS.ANNOTATIONS.LOAD_KEYPOINTS``; the
+    trainer's evaluation passes :func:`keypoints_used_at_test`, so it never demands keypoints nothing uses)."""
     if test_set is None:
         if dataset_name is None:
             raise ValueError("build_test_loader needs a dataset_name or a test_set")
@@ -174,7 +190,7 @@ def build_test_loader(cfg, dataset_name: Optional[str] = None, *, test_set=None,
         if comm.is_main_process():
             data.show_test()
         test_set = AnnotatedDataset(data.query + data.gallery, build_joint_transforms(cfg, is_train=False),
-                                    relabel=False, **_dataset_kwargs(cfg, False))
+                                    relabel=False, **_dataset_kwargs(cfg, False, keypoints))
         num_query = len(data.query)
     sampler = samplers.InferenceSampler(len(test_set))
     batch_sampler = torch.utils.data.BatchSampler(sampler, cfg.TEST.IMS_PER_BATCH // comm.get_world_size(), False)

@@ -11,6 +11,7 @@ from fastreid.utils.env import seed_all_rng
 
 from .. import compat
 from ..data import build as data_build
+from . import reliability
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,8 @@ class Trainer(DefaultTrainer):
                             f"fastreid_ext.engine.build_trainer(cfg)")
         self.seed_once(cfg)
         super().__init__(cfg)
+        # random states in every checkpoint: a resumed run continues like the uninterrupted one (resume_or_load)
+        self.checkpointer.checkpointables.setdefault("rng", reliability.RNGStates())
 
     def seed_once(self, cfg) -> None:
         """:func:`seed_from_config`, once per trainer (a subclass that builds something before
@@ -139,9 +142,104 @@ class Trainer(DefaultTrainer):
         for fn in _HOOK_BUILDERS.get(self.cfg.MODEL.META_ARCHITECTURE, []):
             extra.extend(fn(self))
         # method hooks run before FastReID's evaluation / checkpoint / writer hooks
-        return ret[:2] + extra + ret[2:] if extra else ret
+        ret = ret[:2] + extra + ret[2:] if extra else ret
+        # right before the evaluation: refuse NaN/inf weights, write model_final before the last evaluation
+        at = next((i for i, h in enumerate(ret) if isinstance(h, hooks.EvalHook)), len(ret))
+        ret.insert(at, reliability.SafeCheckpointHook(self.checkpointer, self.cfg.TEST.EVAL_PERIOD))
+        return ret
+
+    def resume_or_load(self, resume=True):
+        """FastReID's resume / ``MODEL.WEIGHTS`` with checks (fastreid_ext/engine/reliability.py): a resumed
+        checkpoint must be this model's (an unreadable last one falls back to the newest readable one), a changed
+        learning rate is reported, ``MODEL.WEIGHTS`` loads what fits and reports what was skipped."""
+        ckpt = self.checkpointer
+        resuming = resume and ckpt.has_checkpoint()
+        path = (reliability.readable_checkpoint(ckpt.save_dir, ckpt.get_checkpoint_file()) if resuming
+                else self.cfg.MODEL.WEIGHTS)
+        original = ckpt._load_model
+
+        def checked_load_model(checkpoint):
+            fit = reliability.state_fit(ckpt.model, checkpoint.get("model", {}))
+            if resuming:
+                reliability.check_resume_fit(fit, path, self.cfg)
+                bad = reliability.first_non_finite_tensor(checkpoint.get("model", {}))
+                if bad is not None:
+                    raise reliability.ConfigError(
+                        f"--resume: {path} holds NaN/inf weights ({bad}); write the name of an earlier checkpoint "
+                        f"into {ckpt.save_dir}/last_checkpoint and lower SOLVER.BASE_LR")
+            else:
+                reliability.report_fit(fit, path)
+            return original(checkpoint)
+
+        if not resume and ckpt.has_checkpoint() and comm.is_main_process():
+            logger.warning("OUTPUT_DIR %s holds checkpoints of an earlier run (last: %s): this training starts anew "
+                           "and overwrites them (tools/train_net.py refuses this without --resume or --overwrite)",
+                           ckpt.save_dir, reliability.last_checkpoint_name(ckpt.save_dir))
+        lrs_before = reliability.scheduler_base_lrs(self.scheduler)
+        ckpt._load_model = checked_load_model
+        try:
+            if resuming:
+                checkpoint = ckpt.load(path)
+                self.start_epoch = checkpoint.get("epoch", -1) + 1
+            else:
+                ckpt.load(path, checkpointables=[])
+        finally:
+            del ckpt._load_model  # back to the class's method
+        rng = ckpt.checkpointables.get("rng")
+        if resuming and self.start_epoch < self.max_epoch and self.cfg.SEED >= 0:
+            # the seeded sampler restarts where the uninterrupted run is, then the random states are restored
+            reliability.fast_forward_loader(self._trainer, self.start_epoch * self.iters_per_epoch)
+            if isinstance(rng, reliability.RNGStates):
+                rng.apply()
+        elif isinstance(rng, reliability.RNGStates):
+            rng.pending = None
+        if resuming:
+            lrs_after = reliability.scheduler_base_lrs(self.scheduler)
+            if lrs_after != lrs_before:
+                logger.warning(
+                    "--resume: training continues with the learning rates of %s (base LRs %s), not those of this "
+                    "config (SOLVER.BASE_LR %g: base LRs %s), although OUTPUT_DIR/config.yaml now records the new "
+                    "value. To train with the new rate, start a new run (another OUTPUT_DIR, no --resume) with "
+                    "MODEL.WEIGHTS %s.", path, _lr_text(lrs_after), self.cfg.SOLVER.BASE_LR, _lr_text(lrs_before),
+                    path)
+
+    def after_train(self):
+        """FastReID's ``after_train`` hooks; when training stopped before its last iteration (an error, Ctrl-C),
+        the evaluation hook is skipped: the unfinished model is not evaluated as if it were trained."""
+        if self.iter >= self.max_iter:
+            return super().after_train()
+        from fastreid.engine import hooks
+
+        logger.warning("Training stopped at iteration %d of %d (epoch %d): the unfinished model is not evaluated. "
+                       "The last checkpoint is %s in %s; --resume continues from it.", self.iter, self.max_iter,
+                       getattr(self, "epoch", self.start_epoch), reliability.last_checkpoint_name(self.cfg.OUTPUT_DIR),
+                       self.cfg.OUTPUT_DIR)
+        self.storage.iter = self.iter
+        for h in self._hooks:
+            if not isinstance(h, hooks.EvalHook):
+                h.after_train()
+
+    def _guard_losses(self) -> None:
+        """Check every step's loss terms before the optimizer step (:func:`reliability.check_losses_finite`):
+        wraps the inner trainer's ``_write_metrics``, which FastReID calls between backward and step."""
+        inner = getattr(self, "_trainer", None)
+        write = getattr(inner, "_write_metrics", None)
+        if write is None or getattr(write, "_finite_guard", False):
+            return
+
+        def guarded(loss_dict, *args, **kwargs):
+            reliability.check_losses_finite(loss_dict, self.iter, self.cfg)
+            return write(loss_dict, *args, **kwargs)
+
+        guarded._finite_guard = True
+        inner._write_metrics = guarded
 
     def train(self):
+        if self.start_epoch >= self.max_epoch:  # --resume of a finished run: nothing to train, evaluate it
+            logger.info("Training already finished (resumed at epoch %d of %d from %s): evaluating that model",
+                        self.start_epoch, self.max_epoch, reliability.last_checkpoint_name(self.cfg.OUTPUT_DIR))
+            return self.test(self.cfg, self.model)
+        self._guard_losses()
         init_results = None
         if self.cfg.TEST.EVAL_INIT and self.start_epoch == 0:
             logger.info("Evaluating the model before training (TEST.EVAL_INIT)")
@@ -162,7 +260,8 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return data_build.build_test_loader(cfg, dataset_name)
+        # keypoints only where the evaluation uses them (not for a model that trains on them, e.g. RBNet)
+        return data_build.build_test_loader(cfg, dataset_name, keypoints=data_build.keypoints_used_at_test(cfg))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_dir=None):
@@ -173,6 +272,10 @@ class Trainer(DefaultTrainer):
 
         return loader, with_extra_ranks(evaluator)
 
+
+
+def _lr_text(lrs) -> str:
+    return ", ".join(f"{k}: " + ", ".join(f"{x:g}" for x in sorted(set(v))) for k, v in lrs.items())
 
 
 def _flat(results):

@@ -1,0 +1,346 @@
+"""Training reliability (issue 17): multi-process CPU training, atomic checkpoints, NaN/inf stops, the final
+checkpoint before the final evaluation, Ctrl-C, --resume / --eval-only edge cases, test-time keypoints.
+
+Tiny SynthPed runs (64x32, 2 iterations per epoch); the tests check messages and the state on disk."""
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import fastreid_ext
+from fastreid_ext.engine import build_trainer
+from fastreid_ext.engine import reliability
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CFG = "configs/SynthPed/bagtricks_R18.yml"
+TINY = ["MODEL.DEVICE", "cpu", "INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]",
+        "INPUT.PADDING.SIZE", "2", "DATASETS.SYNTHPED.PRESET", "tiny", "SOLVER.IMS_PER_BATCH", "16",
+        "DATALOADER.NUM_WORKERS", "0", "DATALOADER.NUM_INSTANCE", "4", "SOLVER.WARMUP_ITERS", "2",
+        "TEST.IMS_PER_BATCH", "64", "SOLVER.LOG_PERIOD", "100", "TEST.EVAL_INIT", "False",
+        # 2 epochs of 2 iterations, a checkpoint after each epoch, one evaluation at the end
+        "SOLVER.MAX_EPOCH", "2", "SOLVER.ITERS_PER_EPOCH", "2", "SOLVER.CHECKPOINT_PERIOD", "1",
+        "TEST.EVAL_PERIOD", "2", "SOLVER.STEPS", "[1]", "SEED", "0"]
+
+
+def tiny_cfg(out_dir, *opts, config=CFG):
+    cfg = fastreid_ext.get_cfg()
+    cfg.merge_from_file(config)
+    cfg.merge_from_list(TINY + ["OUTPUT_DIR", str(out_dir)] + list(opts))
+    os.makedirs(out_dir, exist_ok=True)
+    return cfg
+
+
+def last(out) -> str:
+    return open(os.path.join(out, "last_checkpoint")).read().strip()
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def finite(state) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 1. two CPU processes (gloo) train the Baseline end to end
+# --------------------------------------------------------------------------------------------------------------
+def test_two_gloo_processes_train_baseline_end_to_end(datasets_root, tmp_path, monkeypatch):
+    """tools/train_net.py --num-gpus 2 with MODEL.DEVICE cpu (FastReID's DefaultTrainer used to hand device_ids=[0]
+    to DistributedDataParallel for a CPU model: ValueError). Losses finite, checkpoints written by rank 0 only."""
+    from fastreid_ext.data.build import build_dataset
+    from fastreid_ext.engine import cli
+
+    out = tmp_path / "ddp"
+    build_dataset("SynthPedA", tiny_cfg(out))  # generate the tiny set here, not in two processes at once
+    # one intra-op thread in each spawned process (2 processes x 2 OpenMP threads on 2 shared cores spin-wait)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    cli.main(["--num-gpus", "2", "--config-file", CFG, *TINY, "OUTPUT_DIR", str(out)])
+    rows = [json.loads(line) for line in open(out / "metrics.json")]
+    losses = [r["total_loss"] for r in rows if "total_loss" in r]
+    assert losses and all(np.isfinite(losses))
+    assert "World size: 2" in (out / "log.txt.rank1").read_text()
+    assert "Saving checkpoint" in (out / "log.txt").read_text()
+    assert "Saving checkpoint" not in (out / "log.txt.rank1").read_text()  # rank 0 writes, rank 1 does not
+    assert last(out) == "model_final.pth"
+    assert {"model_0000.pth", "model_final.pth"} <= set(os.listdir(out))
+    assert not [f for f in os.listdir(out) if f.endswith(".tmp")]  # atomic writes left nothing behind
+    assert finite(load(out / "model_final.pth")["model"])
+    assert "Evaluation results for SynthPedA" in (out / "log.txt").read_text()  # the final evaluation ran
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 2. crash safety
+# --------------------------------------------------------------------------------------------------------------
+def test_kill_during_checkpoint_write_keeps_previous_checkpoint(datasets_root, tmp_path, monkeypatch, caplog):
+    """A write interrupted half way (the process dies inside torch.save) leaves model_*.pth and last_checkpoint as
+    they were; a truncated file named by last_checkpoint (written by an old, non-atomic writer) is skipped on
+    --resume for the newest readable checkpoint."""
+    out = tmp_path / "run"
+    cfg = tiny_cfg(out, "SOLVER.MAX_EPOCH", "1")
+    t = build_trainer(cfg)
+    t.resume_or_load(resume=False)
+    t.checkpointer.save("model_0000", epoch=0)
+    good = (out / "model_0000.pth").read_bytes()
+
+    real_save = torch.save
+
+    def killed_mid_write(obj, f, *a, **k):
+        import io
+
+        buf = io.BytesIO()
+        real_save(obj, buf)
+        f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+        raise KeyboardInterrupt  # stands for the kill: nothing after this line runs
+
+    monkeypatch.setattr(torch, "save", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        t.checkpointer.save("model_0000", epoch=0)  # overwrite: the old file must survive
+    with pytest.raises(KeyboardInterrupt):
+        t.checkpointer.save("model_final", epoch=0)  # a new name: no partial file, last_checkpoint unchanged
+    monkeypatch.setattr(torch, "save", real_save)
+    assert (out / "model_0000.pth").read_bytes() == good and last(out) == "model_0000.pth"
+    assert not (out / "model_final.pth").exists()
+    assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
+    assert finite(load(out / "model_0000.pth")["model"])
+
+    # an old in-place writer killed mid-write: a truncated file that last_checkpoint names
+    (out / "model_0001.pth").write_bytes(good[: len(good) // 3])
+    (out / "last_checkpoint").write_text("model_0001.pth")
+    t2 = build_trainer(tiny_cfg(out, "SOLVER.MAX_EPOCH", "1"))
+    with caplog.at_level(logging.WARNING, logger="fastreid_ext"):
+        t2.resume_or_load(resume=True)
+    assert "model_0001.pth, which cannot be read" in caplog.text and "model_0000.pth" in caplog.text
+    assert t2.start_epoch == 1
+
+
+def _poison(trainer, when, what):
+    """Make the training step at iteration >= ``when`` produce ``what`` ("loss": NaN loss_cls, "weights": set a
+    weight to NaN after the optimizer step with a finite loss)."""
+    inner = trainer._trainer
+    model = inner.model
+    forward = model.forward
+
+    def poisoned(batched_inputs):
+        out = forward(batched_inputs)
+        if model.training and trainer.iter >= when and what == "loss":
+            out["loss_cls"] = out["loss_cls"] * float("nan")
+        return out
+
+    model.forward = poisoned
+    if what == "weights":
+        from fastreid.engine.train_loop import HookBase
+
+        class InfWeight(HookBase):  # after the optimizer step of iteration `when`
+            def after_step(self):
+                if trainer.iter == when:
+                    with torch.no_grad():
+                        model.heads.bottleneck[0].weight[0] = float("inf")
+
+        trainer.register_hooks([InfWeight()])
+
+
+@pytest.mark.parametrize("what", ["loss", "weights"])
+def test_non_finite_training_stops_and_keeps_last_good_checkpoint(datasets_root, tmp_path, what):
+    out = tmp_path / "run"
+    t = build_trainer(tiny_cfg(out))
+    t.resume_or_load(resume=False)
+    # after model_0000.pth was written: a NaN loss at iteration 2 (the first of epoch 1), or an inf weight after
+    # the step of iteration 3 (the last one: the loss stays finite, the weights are caught before the checkpoint)
+    _poison(t, when=2 if what == "loss" else 3, what=what)
+    tested = []
+    t.test = lambda *a, **k: tested.append(1)
+    err = reliability.NonFiniteLossError if what == "loss" else reliability.NonFiniteWeightsError
+    with pytest.raises(err) as e:
+        t.train()
+    msg = str(e.value)
+    if what == "loss":
+        assert "loss_cls = nan" in msg and "iteration 2" in msg
+    else:
+        assert "heads.bottleneck.0.weight" in msg and "after iteration 4" in msg
+    assert "model_0000.pth" in msg and "SOLVER.BASE_LR" in msg
+    assert last(out) == "model_0000.pth"  # no checkpoint of the broken model
+    assert sorted(f for f in os.listdir(out) if f.endswith(".pth")) == ["model_0000.pth"]
+    assert finite(load(out / "model_0000.pth")["model"])
+    assert not tested  # the broken model was not evaluated
+
+
+def test_ctrl_c_in_last_epoch_does_not_evaluate(datasets_root, tmp_path, caplog):
+    out = tmp_path / "run"
+    t = build_trainer(tiny_cfg(out))
+    t.resume_or_load(resume=False)
+    forward = t._trainer.model.forward
+
+    def interrupted(batched_inputs):
+        if t.iter == 3:  # the last iteration of the last epoch
+            raise KeyboardInterrupt
+        return forward(batched_inputs)
+
+    t._trainer.model.forward = interrupted
+    tested = []
+    t.test = lambda *a, **k: tested.append(1)
+    with caplog.at_level(logging.WARNING, logger="fastreid_ext"), pytest.raises(KeyboardInterrupt):
+        t.train()
+    assert not tested
+    assert "Training stopped at iteration 3 of 4" in caplog.text and "not evaluated" in caplog.text
+    assert last(out) == "model_0000.pth" and not (out / "model_final.pth").exists()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 2-3. the final checkpoint before the final evaluation; --resume / --eval-only / re-run edge cases
+# --------------------------------------------------------------------------------------------------------------
+def test_final_checkpoint_before_evaluation_and_resume_edge_cases(datasets_root, tmp_path, caplog):
+    from fastreid_ext.engine import cli
+
+    out = tmp_path / "run"
+    t = build_trainer(tiny_cfg(out))
+    t.resume_or_load(resume=False)
+
+    def broken_evaluation(*a, **k):
+        raise RuntimeError("evaluation failed")
+
+    t.test = broken_evaluation
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        t.train()
+    # the evaluation failed, the trained model is on disk
+    assert last(out) == "model_final.pth" and load(out / "model_final.pth")["epoch"] == 1
+
+    # --resume of the finished run: nothing to train, its model is evaluated (was: AttributeError)
+    t2 = build_trainer(tiny_cfg(out))
+    t2.resume_or_load(resume=True)
+    assert t2.start_epoch == 2
+    res = t2.train()
+    assert 0.0 <= res["mAP"] <= 100.0
+
+    # --resume with a new SOLVER.BASE_LR: said clearly
+    with caplog.at_level(logging.WARNING, logger="fastreid_ext"):
+        build_trainer(tiny_cfg(out, "SOLVER.BASE_LR", "0.01")).resume_or_load(resume=True)
+    assert "not those of this config (SOLVER.BASE_LR 0.01" in caplog.text and "0.00035" in caplog.text
+
+    # --resume into an OUTPUT_DIR of another model: a clear error (was: a bare ValueError from the optimizer)
+    with pytest.raises(reliability.CheckpointMismatchError, match="not a checkpoint of this model") as e:
+        build_trainer(tiny_cfg(out, "MODEL.BACKBONE.WITH_IBN", "True")).resume_or_load(resume=True)
+    assert "choose a new OUTPUT_DIR" in str(e.value)
+
+    # MODEL.WEIGHTS of another class count to start a training: what fits is loaded, the rest reported
+    caplog.clear()
+    t3 = build_trainer(tiny_cfg(tmp_path / "ft", "MODEL.WEIGHTS", str(out / "model_final.pth"),
+                                "MODEL.HEADS.NUM_CLASSES", "7"))
+    with caplog.at_level(logging.WARNING, logger="fastreid_ext"):
+        t3.resume_or_load(resume=False)
+    assert "loaded what fits, skipped the rest" in caplog.text and "heads.weight" in caplog.text
+    sd = load(out / "model_final.pth")["model"]
+    assert torch.equal(t3.model.backbone.conv1.weight, sd["backbone.conv1.weight"])
+
+    # tools/train_net.py: re-running without --resume would overwrite model_final.pth: refused, the flags named
+    base = ["--config-file", CFG, *TINY]
+    before = (out / "model_final.pth").read_bytes()
+    with pytest.raises(SystemExit) as e:
+        cli.main(base + ["OUTPUT_DIR", str(out)])
+    assert "--resume" in str(e.value.code) and "--overwrite" in str(e.value.code)
+    assert (out / "model_final.pth").read_bytes() == before
+
+    # --eval-only without MODEL.WEIGHTS, or with weights of another architecture: a clear error, exit code 1
+    ev = ["--eval-only", *base, "OUTPUT_DIR", str(tmp_path / "eval")]
+    with pytest.raises(SystemExit) as e:
+        cli.main(ev)
+    assert "needs trained weights: pass MODEL.WEIGHTS" in str(e.value.code)
+    with pytest.raises(SystemExit) as e:
+        cli.main(ev + ["MODEL.WEIGHTS", str(out / "model_final.pth"), "MODEL.BACKBONE.WITH_IBN", "True"])
+    assert "does not fit the configured model" in str(e.value.code) and "not in the checkpoint" in str(e.value.code)
+    # ... or with NaN weights (a diverged run of an earlier version)
+    ck = load(out / "model_final.pth")
+    ck["model"]["heads.bottleneck.0.weight"][0] = float("nan")
+    torch.save(ck, tmp_path / "nan.pth")
+    with pytest.raises(SystemExit) as e:
+        cli.main(ev + ["MODEL.WEIGHTS", str(tmp_path / "nan.pth")])
+    assert "holds NaN/inf weights (heads.bottleneck.0.weight)" in str(e.value.code)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 4. keypoints for the training images only
+# --------------------------------------------------------------------------------------------------------------
+def test_evaluation_does_not_demand_keypoints_nothing_uses(datasets_root, tmp_path):
+    """RBNet trains on keypoints, its inference does not use them: keypoints made for the training images only
+    are enough (the evaluation used to fail on the first query image)."""
+    from fastreid_ext.data import build as data_build
+    from fastreid_ext.data.annotations import AnnotationError, load_keypoint_file, save_keypoint_file
+    from fastreid_ext.engine import Trainer
+
+    cfg = tiny_cfg(tmp_path / "run")
+    ds = data_build.build_dataset("SynthPedA", cfg)
+    root = os.path.dirname(os.path.dirname(ds.train[0][0]))
+    train_only = {k: v for k, v in load_keypoint_file(os.path.join(root, "keypoints.json")).items()
+                  if k.startswith("bounding_box_train/")}
+    kp_file = os.path.join(root, f"keypoints_train_only_{os.getpid()}.json")
+    save_keypoint_file(kp_file, train_only)
+    try:
+        cfg = tiny_cfg(tmp_path / "run", "DATASETS.ANNOTATIONS.LOAD_KEYPOINTS", "True",
+                       "DATASETS.ANNOTATIONS.KEYPOINTS_FILES", f"['{kp_file}']")
+        assert "keypoints" in data_build.build_train_set(cfg)[0]
+        loader, num_query = Trainer.build_test_loader(cfg, "SynthPedA")
+        batch = next(iter(loader))
+        assert num_query > 0 and "keypoints" not in batch
+        # the test images really have none: a loader that asks for them fails
+        loader, _ = data_build.build_test_loader(cfg, "SynthPedA", keypoints=True)
+        with pytest.raises(AnnotationError):
+            next(iter(loader))
+        # the flip canonicalisation from keypoints does use them at test time
+        cfg.INPUT.FLIP_CANON.ENABLED = True
+        assert data_build.keypoints_used_at_test(cfg)
+        cfg.INPUT.FLIP_CANON.SOURCE = "orientation"
+        assert not data_build.keypoints_used_at_test(cfg)
+    finally:
+        os.remove(kp_file)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 5. SIGKILL mid-epoch, --resume: the same final weights as an uninterrupted run
+# --------------------------------------------------------------------------------------------------------------
+def test_resume_after_sigkill_gives_the_weights_of_an_uninterrupted_run(datasets_root, tmp_path):
+    """The killed run (a forked copy of this process that SIGKILLs itself before the step of iteration 3, in the
+    middle of epoch 1, after model_0000.pth) resumes from model_0000.pth: the checkpoint holds model, optimizer,
+    schedulers and the random states, and the seeded sampler is fast-forwarded past the 2 batches of epoch 0, so
+    the resumed run sees the same batches and augmentations as the uninterrupted one: equal weights, bit for bit
+    (one process, NUM_WORKERS 0, one CPU thread, same seed)."""
+    import signal
+
+    ref = build_trainer(tiny_cfg(tmp_path / "ref"))
+    ref.resume_or_load(resume=False)
+    ref.train()
+
+    out = tmp_path / "killed"
+    cfg = tiny_cfg(out)
+    pid = os.fork()
+    if pid == 0:  # the child: train until iteration 3, then die as `kill -9` would leave it
+        try:
+            t = build_trainer(cfg)
+            t.resume_or_load(resume=False)
+            forward = t._trainer.model.forward
+
+            def killed(batched_inputs):
+                if t.iter == 3:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return forward(batched_inputs)
+
+            t._trainer.model.forward = killed
+            t.train()
+        finally:
+            os._exit(3)  # never reached when the kill came
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert last(out) == "model_0000.pth" and not (out / "model_final.pth").exists()
+
+    t = build_trainer(tiny_cfg(out))
+    t.resume_or_load(resume=True)
+    assert t.start_epoch == 1
+    t.train()
+    a, b = load(tmp_path / "ref" / "model_final.pth"), load(out / "model_final.pth")
+    assert a["model"].keys() == b["model"].keys()
+    differ = [k for k in a["model"] if not torch.equal(a["model"][k], b["model"][k])]
+    assert not differ, differ
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
