@@ -17,7 +17,7 @@ from . import compat
 __version__ = "0.2.0"
 
 #: the shared core modules whose import registers something (datasets, backbones, evaluator hooks)
-CORE_REGISTRATIONS = ("config", "data.datasets", "engine", "modeling")
+CORE_REGISTRATIONS = ("config", "data.datasets", "deploy.config", "engine", "modeling")
 #: one package per method; each registers its config keys, meta-architecture and, where it has them,
 #: its evaluator / trainer / hooks in its ``__init__``
 METHODS = ("rbnet", "hplf", "mmt", "joint_ibn", "pose_transfer", "angular", "moco")

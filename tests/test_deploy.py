@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import fastreid_ext
-import fastreid_ext.deploy.ort_embedder  # noqa: F401  (registers MODEL.DEPLOY before get_cfg)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REALDATA = os.path.join(ROOT, "..", "shared", "realdata")
@@ -315,6 +314,82 @@ def test_onnx_file_of_another_model_or_not_a_reid_model_is_refused(exported_base
         OnnxReidModel(str(junk))
     with pytest.raises(FileNotFoundError, match="ONNX file not found"):
         OnnxReidModel(str(tmp_path / "missing.onnx"))
+
+
+def test_int8_quantization_keeps_the_model_identity_and_reports_its_loss(exported_baseline, tmp_path):
+    """fastreid_ext.deploy.quantize (onnxruntime's static QDQ quantization): int8 convolutions, the file still
+    recognised as this model's, features close to the float file's and the PyTorch model's (cosine >= 0.95 on
+    held-out images)."""
+    from fastreid_ext.deploy.onnx_export import read_metadata, synthetic_person_inputs
+    from fastreid_ext.deploy.ort_embedder import OnnxReidModel
+    from fastreid_ext.deploy.quantize import quantize_onnx
+
+    model, path = exported_baseline
+    calib = synthetic_person_inputs(8, (64, 32), seed=11)[0].numpy()
+    held = synthetic_person_inputs(8, (64, 32), seed=12)[0].numpy()
+    dst = tmp_path / "int8.onnx"
+    rep = quantize_onnx(str(path), str(dst), calib, heldout=held, method="minmax")  # the quickest calibration
+    assert 0.95 <= rep.min_cosine <= rep.mean_cosine <= 1.0 and rep.heldout_images == 8
+    proto = onnx.load(str(dst))
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops and all(n.domain in ("", "ai.onnx") for n in proto.graph.node)
+    meta = read_metadata(proto)
+    assert meta["weights_sha256"] == read_metadata(str(path))["weights_sha256"] and "minmax" in meta["quantization"]
+    net = OnnxReidModel(str(dst))
+    net.check_matches(tiny_cfg(), model)  # still this model's file
+    f = net.run(held[:3])
+    ref = model({"images": torch.from_numpy(held[:3]).clone()}).detach().numpy()
+    cos = (f * ref).sum(1) / np.linalg.norm(f, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() >= 0.95
+
+
+def test_train_net_eval_only_with_model_deploy_onnx_gives_the_pytorch_metrics(exported_baseline, datasets_root,
+                                                                             tmp_path, monkeypatch):
+    """``tools/train_net.py --eval-only MODEL.DEPLOY.ONNX file`` (the package CLI's run(), in process): FastReID's
+    evaluator scores the onnxruntime model; its metrics equal the PyTorch model's within 0.01 points (features at
+    cosine >= 0.9999 can only swap near-ties); a file of another model is refused before any evaluation."""
+    from fastreid.engine import default_argument_parser
+
+    from fastreid_ext.engine.cli import run
+    from fastreid_ext.engine.reliability import ConfigError
+
+    model, path = exported_baseline
+    ckpt = tmp_path / "model.pth"
+    torch.save({"model": model.state_dict()}, ckpt)
+    common = ["--config-file", BASE, "--eval-only", *TINY, "DATASETS.SYNTHPED.PRESET", "tiny", "DATASETS.TESTS",
+              "('SynthPedA',)", "DATALOADER.NUM_WORKERS", "0", "TEST.IMS_PER_BATCH", "64"]
+
+    def eval_only(*opts):
+        return run(default_argument_parser().parse_args(common + list(opts)))
+
+    from fastreid_ext.deploy.ort_embedder import OnnxReidModel
+
+    ort_batches = []
+    run_ort = OnnxReidModel.run
+    monkeypatch.setattr(OnnxReidModel, "run", lambda self, *a, **k: ort_batches.append(1) or run_ort(self, *a, **k))
+    pt = eval_only("MODEL.WEIGHTS", str(ckpt), "OUTPUT_DIR", str(tmp_path / "pt"))
+    assert not ort_batches
+    ox = eval_only("MODEL.WEIGHTS", str(ckpt), "MODEL.DEPLOY.ONNX", str(path), "OUTPUT_DIR", str(tmp_path / "ox"))
+    assert ort_batches  # the features came from onnxruntime
+    for k in ("Rank-1", "Rank-5", "mAP", "mINP"):
+        assert ox[k] == pytest.approx(pt[k], abs=0.01), (k, pt[k], ox[k])
+    print("eval-only PyTorch / onnxruntime:", {k: (round(pt[k], 3), round(ox[k], 3)) for k in ("Rank-1", "mAP")})
+
+    # another model's file: wrong input size, wrong feature dimension (no MODEL.WEIGHTS: the file holds them),
+    # other weights, not a file at all
+    with pytest.raises(ConfigError, match=r"MODEL.DEPLOY.ONNX: .*exported from another model: input size 64x32 "
+                                          r"\(config INPUT.SIZE_TEST: 128x64\)"):
+        eval_only("INPUT.SIZE_TEST", "[128, 64]", "MODEL.DEPLOY.ONNX", str(path), "OUTPUT_DIR", str(tmp_path / "e1"))
+    with pytest.raises(ConfigError, match=r"gives 512-dimensional features but the config's model \(Baseline\) gives "
+                                          r"128: it was exported from another model"):
+        eval_only("MODEL.HEADS.EMBEDDING_DIM", "128", "MODEL.DEPLOY.ONNX", str(path),
+                  "OUTPUT_DIR", str(tmp_path / "e2"))
+    other = tmp_path / "other.pth"
+    torch.save({"model": _build(tiny_cfg()).state_dict()}, other)
+    with pytest.raises(ConfigError, match=r"exported from another model: weights"):
+        eval_only("MODEL.WEIGHTS", str(other), "MODEL.DEPLOY.ONNX", str(path), "OUTPUT_DIR", str(tmp_path / "e3"))
+    with pytest.raises(ConfigError, match="ONNX file not found"):
+        eval_only("MODEL.DEPLOY.ONNX", str(tmp_path / "none.onnx"), "OUTPUT_DIR", str(tmp_path / "e4"))
 
 
 def test_export_cli_exports_and_evaluates_with_fastreids_evaluator(datasets_root, tmp_path, capsys):

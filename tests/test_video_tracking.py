@@ -147,10 +147,11 @@ def test_torchvision_detector_from_a_checkpoint_with_random_weights(tmp_path):
 
 
 def test_mmdet_detector_with_random_weights(tmp_path):
-    try:
-        import mmdet.apis  # noqa: F401
-    except Exception as e:  # mmcv-lite has no compiled operators (mmcv._ext)
-        pytest.skip(f"mmdet cannot be imported here ({type(e).__name__}: {e}); its detectors need the full mmcv")
+    from fastreid_ext.video.detect import mmdet_unavailable
+
+    problem = mmdet_unavailable()  # mmcv-lite (no compiled operators) is found without importing mmdet (2 s)
+    if problem:
+        pytest.skip(problem)
     import glob
 
     import mmdet
@@ -163,6 +164,31 @@ def test_mmdet_detector_with_random_weights(tmp_path):
     det = MMDetDetector(cfgs[0], None)
     out = det(np.zeros((240, 320, 3), np.uint8))
     assert out.ndim == 2 and out.shape[1] == 5
+
+
+def test_mmdet_that_cannot_run_says_why_and_what_to_install(tmp_path):
+    """mmcv-lite (installed here) has no compiled operators (mmcv._ext) that every mmdet detector imports: the user
+    is told exactly that, what to install and what to use meanwhile -- through the tool too."""
+    import importlib.util
+
+    from fastreid_ext.video import cli
+    from fastreid_ext.video.detect import MMDetDetector, mmdet_unavailable
+
+    if importlib.util.find_spec("mmdet") is not None and importlib.util.find_spec("mmcv._ext") is not None:
+        pytest.skip("the full mmcv (with mmcv._ext) is installed: mmdet's detectors can run here")
+    cfg = tmp_path / "yolox_tiny.py"
+    cfg.write_text("model = dict(type='YOLOX')\n")
+    with pytest.raises(ImportError) as e:
+        MMDetDetector(str(cfg), None)
+    msg = str(e.value)
+    assert msg == mmdet_unavailable()
+    assert 'mim install "mmcv>=2.0.0rc4,<2.2.0"' in msg and "--detector hog" in msg, msg
+    if importlib.util.find_spec("mmcv") is not None:  # mmcv-lite
+        assert "has no compiled operators (mmcv._ext" in msg and "mmcv-lite" in msg, msg
+    seq = make_sequence(tmp_path / "SYN-01", frames=1)
+    with pytest.raises(SystemExit, match=r"mmdet.*(no compiled operators|not installed)"):
+        cli.main(["--seq", str(seq), "--detector", "mmdet", "--det-config", str(cfg),
+                  "--onnx", str(tmp_path / "m.onnx"), "--out", str(tmp_path / "o")])
 
 
 # ------------------------------------------------------------------------------------------------ tracking, tool

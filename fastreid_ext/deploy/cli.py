@@ -12,6 +12,9 @@ exported file with FastReID's evaluator next to the PyTorch model.
     python tools/export_onnx.py --config-file CFG --weights W --output m.onnx --evaluate
     # evaluate an existing ONNX file against the PyTorch model (no export)
     python tools/export_onnx.py --config-file CFG --weights W --onnx m.onnx --evaluate
+    # also an int8 copy (faster on CPUs with int8 dot products, features within --int8-min-cosine of the float file)
+    python tools/export_onnx.py --config-file CFG --weights W --output m.onnx --int8 m_int8.onnx \\
+        --calibration-images crops/
 
 The export (fastreid_ext.deploy.onnx_export) is declared a success only after onnx.checker, onnxruntime loading, and
 onnxruntime-vs-PyTorch parity at batch 1 and 4 (cosine >= --min-cosine per sample, identical ranking) on rendered
@@ -43,12 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--output", default="model.onnx", help="the ONNX file to write (default: model.onnx)")
     e.add_argument("--opset", type=int, default=None, help="ONNX opset (default: fastreid_ext.deploy.onnx_export."
                    "DEFAULT_OPSET)")
-    e.add_argument("--check-images", nargs="+", default=None,
-                   help="image files / folders for the parity check (default: 8 rendered pedestrians)")
+    e.add_argument("--check-images", action="append", default=None, metavar="PATH",
+                   help="an image file / folder for the parity check, repeatable (default: 8 rendered pedestrians)")
     e.add_argument("--min-cosine", type=float, default=0.9999, help="parity threshold per sample")
     e.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "torchscript"],
                    help="auto: PyTorch's torch.export-based exporter, its TorchScript-based one for a model "
                    "torch.export cannot trace")
+    q = p.add_argument_group("int8 (optional, a speed / accuracy trade: fastreid_ext.deploy.quantize)")
+    q.add_argument("--int8", default=None, metavar="FILE",
+                   help="also write an int8-quantized copy (onnxruntime static QDQ) of the exported / --onnx file")
+    q.add_argument("--calibration-images", action="append", default=None, metavar="PATH",
+                   help="person crops (a file / folder, repeatable) to calibrate the int8 ranges on, a quarter held "
+                   "out for the check (default: 64 rendered pedestrians + 16 held out)")
+    q.add_argument("--int8-min-cosine", type=float, default=0.95,
+                   help="refuse the int8 file when a held-out feature's cosine to the float one is under this")
     v = p.add_argument_group("evaluation")
     v.add_argument("--evaluate", action="store_true",
                    help="evaluate PyTorch and onnxruntime on the config's DATASETS.TESTS with FastReID's evaluator")
@@ -91,6 +102,29 @@ def evaluate(cfg, torch_model, onnx_path: str, threads: int = 0):
     return res_t, res_o, _metrics_table(res_t, res_o)
 
 
+def _quantize(args, cfg, model, onnx_path: str) -> dict:
+    from .onnx_export import load_images, model_input_names, synthetic_person_inputs
+    from .quantize import quantize_onnx
+
+    size = (int(cfg.INPUT.SIZE_TEST[0]), int(cfg.INPUT.SIZE_TEST[1]))
+    masks = held_masks = None
+    if args.calibration_images:
+        if "masks" in model_input_names(model):
+            raise SystemExit("error: --calibration-images cannot give the person masks this model takes; leave it out")
+        imgs = load_images(args.calibration_images, size).numpy()
+        n_held = max(1, len(imgs) // 4) if len(imgs) > 1 else 0
+        calib, held = (imgs[n_held:], imgs[:n_held]) if n_held else (imgs, imgs)
+    else:
+        im, ms, _ = synthetic_person_inputs(80, size, seed=7)
+        calib, held, masks, held_masks = im[16:].numpy(), im[:16].numpy(), ms[16:].numpy(), ms[:16].numpy()
+    try:
+        rep = quantize_onnx(onnx_path, args.int8, calib, masks, held, held_masks, min_cosine=args.int8_min_cosine)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
+    print(f"int8 file {rep.path}: {rep.summary()}")
+    return vars(rep)
+
+
 def main(argv: Optional[Sequence[str]] = None):
     """Export (unless ``--onnx``) and optionally evaluate; returns a dict with ``export`` and ``evaluation``."""
     args = build_parser().parse_args(argv)
@@ -109,7 +143,7 @@ def main(argv: Optional[Sequence[str]] = None):
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise SystemExit(f"error: {e}")
     cfg, model = emb.cfg, emb.model.eval()
-    out = {"export": None, "evaluation": None}
+    out = {"export": None, "evaluation": None, "int8": None}
     if not args.onnx:
         size = (int(cfg.INPUT.SIZE_TEST[0]), int(cfg.INPUT.SIZE_TEST[1]))
         check = None
@@ -131,6 +165,8 @@ def main(argv: Optional[Sequence[str]] = None):
         print(f"checks passed: onnx.checker, onnxruntime, parity ({res.parity.summary()})")
         out["export"] = res.as_dict()
     onnx_path = args.onnx or args.output
+    if args.int8:
+        out["int8"] = _quantize(args, cfg, model, onnx_path)
     if args.evaluate:
         try:
             res_t, res_o, table = evaluate(cfg, model, onnx_path, args.threads)

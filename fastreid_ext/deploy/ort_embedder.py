@@ -21,25 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import register_config
+from .config import add_deploy_config  # noqa: F401  (MODEL.DEPLOY.*, re-exported)
 from .onnx_export import check_same_model, make_session, read_metadata
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OnnxEvalModel", "OnnxReidModel", "OrtEmbedder", "add_deploy_config", "build_deploy_model"]
-
-
-@register_config
-def add_deploy_config(cfg):
-    """``MODEL.DEPLOY.ONNX``: evaluate / embed with this exported file through onnxruntime instead of the PyTorch
-    model (``MODEL.DEPLOY.THREADS``: onnxruntime's intra-op threads, 0 = its default)."""
-    from fastreid.config import CfgNode as CN
-
-    if "DEPLOY" not in cfg.MODEL:
-        cfg.MODEL.DEPLOY = CN()
-        cfg.MODEL.DEPLOY.ONNX = ""
-        cfg.MODEL.DEPLOY.THREADS = 0
-    return cfg
+__all__ = ["OnnxEvalModel", "OnnxReidModel", "OrtEmbedder", "add_deploy_config", "build_deploy_model",
+           "check_feature_dim"]
 
 
 class OnnxReidModel:
@@ -138,14 +126,46 @@ class OnnxEvalModel(nn.Module):
         return torch.from_numpy(out).to(self.device)
 
 
-def build_deploy_model(cfg) -> Optional[OnnxEvalModel]:
-    """The :class:`OnnxEvalModel` of ``cfg.MODEL.DEPLOY.ONNX`` (checked against the config), or None when unset."""
+def build_deploy_model(cfg, reference: Optional[nn.Module] = None,
+                       check_weights: bool = True) -> Optional[OnnxEvalModel]:
+    """The :class:`OnnxEvalModel` of ``cfg.MODEL.DEPLOY.ONNX``, or None when unset.
+
+    The file is refused (``ValueError`` saying it was exported from another model) when its metadata names another
+    meta-architecture or input size than ``cfg`` (``INPUT.SIZE_TEST``; for a file without our metadata, its graph's
+    input size), when ``reference`` (the config's PyTorch model) gives features of another dimension, and, with
+    ``check_weights``, when its weights digest differs from ``reference``'s (give ``check_weights=False`` for a
+    ``reference`` without the trained weights loaded)."""
     deploy = cfg.MODEL.get("DEPLOY") if hasattr(cfg.MODEL, "get") else None
     if not deploy or not deploy.ONNX:
         return None
     m = OnnxEvalModel(deploy.ONNX, threads=int(deploy.THREADS))
-    m.net.check_matches(cfg)
+    m.net.check_matches(cfg, reference if check_weights else None)
+    if reference is not None:
+        check_feature_dim(m.net, reference)
     return m.eval()
+
+
+def check_feature_dim(net: OnnxReidModel, reference: nn.Module) -> None:
+    """Refuse (``ValueError``) an ONNX file whose features have another dimension than ``reference``'s test feature
+    (one all-grey image through both)."""
+    from .onnx_export import model_input_names
+
+    h, w = net.size_hw
+    x = torch.full((1, 3, h, w), 128.0)
+    names = model_input_names(reference)
+    inputs = {"images": x}
+    if "masks" in names:
+        inputs["masks"] = torch.ones(1, 1, h, w)
+    was_training = reference.training
+    reference.eval()
+    with torch.no_grad():
+        d_ref = int(reference(inputs).shape[-1])
+    reference.train(was_training)
+    d = net.feature_dim or int(net.run(x.numpy(), inputs.get("masks", torch.ones(1, 1, h, w)).numpy()).shape[-1])
+    if d != d_ref:
+        raise ValueError(f"{net.path} gives {d}-dimensional features but the config's model "
+                         f"({type(reference).__name__}) gives {d_ref}: it was exported from another model. Export this "
+                         f"model with tools/export_onnx.py, or give the config it came from")
 
 
 class OrtEmbedder:

@@ -113,11 +113,12 @@ def main(argv: Optional[Sequence[str]] = None):
         raise SystemExit("error: give --torchreid-weights PATH, --config-file CFG (+ --weights / MODEL.WEIGHTS) or "
                          "--onnx FILE")
     try:
+        # the detector first: its errors (e.g. mmdet without the full mmcv) come before a re-id model is loaded
+        detector = build_detector(args.detector, args.det_checkpoint, args.det_config, args.device, args.hog_resize,
+                                  args.hog_scale, args.person_label) if args.detector else None
         embedder = build_embedder(args.config_file, args.opts, args.weights, args.torchreid_weights,
                                   args.torchreid_arch, args.device, args.batch_size, args.fill, onnx=args.onnx,
                                   threads=args.threads, resize=args.resize)
-        detector = build_detector(args.detector, args.det_checkpoint, args.det_config, args.device, args.hog_resize,
-                                  args.hog_scale, args.person_label) if args.detector else None
     except (FileNotFoundError, ValueError, KeyError, ImportError, AttributeError) as e:
         raise SystemExit(f"error: {e}")
     tracker_factory = None
@@ -155,8 +156,8 @@ def main(argv: Optional[Sequence[str]] = None):
           f"{m['num_pred_ids']} | {t['fps']:.2f} | {t['crops_per_s_embed']:.1f} |")
     print(f"frames per second: {t['fps']:.2f}  crops per second: {t['crops_per_s_embed']:.1f} (embedding), "
           f"{t['crops_per_s_end_to_end']:.1f} (end to end)  time split (s): "
-          + json.dumps({k: round(t[k], 3) for k in ('read', 'detect', 'crop', 'segment', 'embed', 'match', 'track',
-                                                     'decode_thread')}))
+          + json.dumps({k: round(t[k], 3) for k in ('read', 'detect', 'crop', 'segment', 'resize', 'embed', 'match',
+                                                     'track', 'decode_thread')}))
     if res.mot:
         print("| sequence | MOTA | IDF1 | ID switches | precision | recall | gt boxes | results |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- |")

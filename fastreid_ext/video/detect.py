@@ -6,7 +6,9 @@
   default that always works.
 * :class:`TorchvisionDetector`: a torchvision detection model (``torchvision.models.detection``, e.g.
   ``fasterrcnn_resnet50_fpn``) built without downloading anything and loaded from a user's checkpoint.
-* :class:`MMDetDetector`: an MMDetection model from a user's config + checkpoint (``mmdet.apis.init_detector``).
+* :class:`MMDetDetector`: an MMDetection model from a user's config + checkpoint (``mmdet.apis.init_detector``); it
+  needs the full mmcv with its compiled operators (mmcv-lite cannot run mmdet models: :func:`mmdet_unavailable` says
+  so and what to install).
 * :func:`build_detector` builds one from a spec (``hog``, ``torchvision:NAME``, ``mmdet``, or a user's
   ``module:function`` / ``file.py:function``).
 
@@ -22,7 +24,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HogDetector", "MMDetDetector", "TorchvisionDetector", "build_detector", "filter_boxes"]
+__all__ = ["HogDetector", "MMDetDetector", "TorchvisionDetector", "build_detector", "filter_boxes", "mmdet_unavailable"]
 
 
 def filter_boxes(boxes: Sequence, min_score: float = -np.inf, min_height: float = 0.0, min_width: float = 0.0,
@@ -133,6 +135,43 @@ class TorchvisionDetector:
         return _as_array([[x0, y0, x1 - x0, y1 - y0, sc] for (x0, y0, x1, y1), sc in zip(b, s)])
 
 
+#: what to install for MMDetection's detectors (mmdet 3.3 requires mmcv >= 2.0.0rc4, < 2.2.0, built with its ops)
+MMDET_INSTALL = ('pip uninstall -y mmcv-lite && pip install -U openmim && mim install "mmcv>=2.0.0rc4,<2.2.0" '
+                 '&& pip install terminaltables pycocotools shapely')
+
+
+def mmdet_unavailable() -> str:
+    """Why MMDetection's detectors cannot run in this environment ("" when they can): mmdet missing, mmcv-lite
+    (OpenMMLab's build without compiled operators, ``mmcv._ext``: NMS, RoIAlign, ... that every mmdet detector
+    imports) in place of the full mmcv, or another module mmdet needs."""
+    import importlib.util
+
+    alternatives = ("Meanwhile use --detector hog (OpenCV), --detector torchvision:NAME --det-checkpoint FILE, or "
+                    "--boxes det (MOTChallenge det/det.txt).")
+    if importlib.util.find_spec("mmdet") is None:
+        return f"mmdet is not installed. Install it with: pip install mmdet==3.3.0 && {MMDET_INSTALL}. {alternatives}"
+    if importlib.util.find_spec("mmcv") is not None and importlib.util.find_spec("mmcv._ext") is None:
+        try:
+            from importlib.metadata import PackageNotFoundError, version
+
+            try:
+                which = f"mmcv-lite {version('mmcv-lite')}"
+            except PackageNotFoundError:
+                which = f"mmcv {version('mmcv')} built without its operators"
+        except Exception:  # metadata unreadable
+            which = "an mmcv without its operators"
+        return (f"mmdet's detectors cannot run here: the installed mmcv is {which}, which has no compiled "
+                f"operators (mmcv._ext: NMS, RoIAlign, ... imported by every mmdet model). Install the full mmcv built "
+                f"for your PyTorch (and CUDA): {MMDET_INSTALL} (https://mmcv.readthedocs.io/en/latest/get_started/"
+                f"installation.html). {alternatives}")
+    try:
+        import mmdet.apis  # noqa: F401
+    except ImportError as e:
+        return (f"mmdet cannot be imported: {type(e).__name__}: {e}. mmdet 3.3 needs: {MMDET_INSTALL}. "
+                f"{alternatives}")
+    return ""
+
+
 class MMDetDetector:
     """An MMDetection 3.x model from ``config`` + ``checkpoint`` (``mmdet.apis.init_detector`` /
     ``inference_detector``, https://mmdetection.readthedocs.io/en/latest/user_guides/inference.html); person class
@@ -143,12 +182,11 @@ class MMDetDetector:
             raise FileNotFoundError(f"mmdet config not found: {config!r} (--det-config)")
         if checkpoint and not os.path.isfile(checkpoint):
             raise FileNotFoundError(f"mmdet checkpoint not found: {checkpoint!r} (--det-checkpoint)")
-        try:
-            from mmdet.apis import inference_detector, init_detector
-        except ModuleNotFoundError as e:
-            hint = (" (mmcv-lite has no compiled operators: mmdet's detectors need the full mmcv, "
-                    "https://mmcv.readthedocs.io/en/latest/get_started/installation.html)") if "mmcv._ext" in str(e) else ""
-            raise ImportError(f"cannot import mmdet.apis: {e}{hint}") from e
+        problem = mmdet_unavailable()
+        if problem:
+            raise ImportError(problem)
+        from mmdet.apis import inference_detector, init_detector
+
         self._infer = inference_detector
         self.model = init_detector(config, checkpoint, device=device)
         classes = [str(c).lower() for c in (getattr(self.model, "dataset_meta", None) or {}).get("classes", ())]
