@@ -10,24 +10,33 @@ dense N x N weight and distance matrices for N = query + gallery (Market-1501: 1
 Python over every row, although the evaluator keeps only the query x gallery block. Here the weights are the
 sparse ones of :mod:`fastreid_ext.functional.jaccard` (about k1..3 k1 entries per row) and only the query rows are
 paired, so memory is linear in N plus the query x gallery output; the values are FastReID's (same definitions:
-neighbour table of k1 columns from an exact faiss L2 search, squared Euclidean kernel on the given features, k2
+neighbour table of k1 columns from an exact L2 search, squared Euclidean kernel on the given features, k2
 query expansion, negative rounding clipped to 0).
+
+The exact neighbour search is the largest cost at Market-1501 size (19,281 x 19,281 x 2048 multiply-adds);
+``knn="torch"`` (default) does it with torch's matrix product, several times faster on CPU than the BLAS bundled
+with the faiss wheel that FastReID's ``IndexFlatL2`` uses; ``knn="flat_l2"`` is FastReID's faiss search itself.
+Both compute the same float32 squared distances, so they differ only where two neighbours are tied within
+float32 rounding at the k-th place (``bench/bench_rerank.py`` reports the resulting difference at Market size).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .jaccard import _as_float32, jaccard_upper_chunks, jaccard_weights
+from .jaccard import _as_float32, jaccard_upper_chunks, jaccard_weights, knn_search
 
 __all__ = ["jaccard_query_gallery", "rerank_distance"]
 
 
-def jaccard_query_gallery(query, gallery, k1: int = 20, k2: int = 6, max_pairs: int = 1 << 22) -> np.ndarray:
+def jaccard_query_gallery(query, gallery, k1: int = 20, k2: int = 6, max_pairs: int = 1 << 22,
+                          knn: str = "torch") -> np.ndarray:
     """Jaccard distance (Zhong et al. Eq. 14) of every query to every gallery sample, computed over the union
     ``[query; gallery]`` as FastReID does: a dense ``(num_query, num_gallery)`` float32 array.
 
     Features are used as given (FastReID L2-normalizes them first when ``TEST.METRIC`` is cosine).
-    Only pairs whose weight vectors overlap are computed; every other pair is at distance 1.
+    Only pairs whose weight vectors overlap are computed; every other pair is at distance 1. ``knn``: the
+    exact neighbour search, ``"torch"`` or ``"flat_l2"`` (faiss, FastReID's), see
+    :func:`fastreid_ext.functional.jaccard.knn_search`.
     """
     q = _as_float32(query)
     g = _as_float32(gallery)
@@ -36,7 +45,11 @@ def jaccard_query_gallery(query, gallery, k1: int = 20, k2: int = 6, max_pairs: 
     nq, ng = q.shape[0], g.shape[0]
     if nq == 0 or ng == 0:
         raise ValueError(f"re-ranking needs queries and gallery samples: got {nq} queries, {ng} gallery samples")
-    v = jaccard_weights(np.concatenate([q, g]), k1=k1, k2=k2, normalize=False)
+    if knn not in ("torch", "flat_l2"):
+        raise ValueError(f"re-ranking needs an exact neighbour search: knn='torch' or 'flat_l2', got {knn!r}")
+    x = np.concatenate([q, g])
+    v = jaccard_weights(x, k1=k1, k2=k2, normalize=False, rank=knn_search(x, k1, index=knn))
+    del x
     out = np.ones((nq, ng), dtype=np.float32)
     # pairs (i, j) with i < nq <= j are all in the upper triangle, so only the query rows' chunks are needed
     for start, stop, counts, cols, dists in jaccard_upper_chunks(v, max_pairs=max_pairs):
