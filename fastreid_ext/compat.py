@@ -404,6 +404,58 @@ def _ddp_cpu_device_ids() -> bool:
     return True
 
 
+class _BasenamePattern:
+    """A compiled file-name regex that searches only the base name and names the file it does not match."""
+
+    def __init__(self, pattern):
+        self._pattern = pattern
+
+    def search(self, path, *args):
+        import os
+
+        m = self._pattern.search(os.path.basename(path), *args)
+        if m is None:
+            raise ValueError(f"file name {path} does not follow the dataset's convention (pattern "
+                             f"{self._pattern.pattern!r} on the file name): rename or remove it")
+        return m
+
+    def __getattr__(self, name):
+        return getattr(self._pattern, name)
+
+
+class _BasenameRe:
+    """Stand-in for the ``re`` module inside FastReID's dataset modules: ``compile`` gives a
+    :class:`_BasenamePattern`, everything else is ``re``'s."""
+
+    def __init__(self, original):
+        self._re = original
+
+    def compile(self, *args, **kwargs):
+        return _BasenamePattern(self._re.compile(*args, **kwargs))
+
+    def __getattr__(self, name):
+        return getattr(self._re, name)
+
+
+@_patch("dataset_names_on_basename", "fastreid",
+        "Market1501/DukeMTMC/VeRi/CUHK-SYSU run their id/camera regex on the whole path (a root such as "
+        "/data/exp2_c1/ makes every image id 2, camera 1) and fail with AttributeError naming no file on an odd name")
+def _dataset_names_on_basename() -> bool:
+    import importlib
+    import re
+
+    changed = False
+    for name in ("market1501", "dukemtmcreid", "veri", "cuhk_sysu"):
+        try:
+            mod = importlib.import_module(f"fastreid.data.datasets.{name}")
+        except ImportError:
+            continue
+        if getattr(mod, "re", None) is re:  # FastReID's own module-level `import re`
+            mod.re = _BasenameRe(re)
+            changed = True
+    return changed
+
+
 def atomic_write(path: str, write: Callable, mode: str = "wb") -> None:
     """Write ``path`` through ``write(f)`` on a temporary file in the same folder, fsync it and ``os.replace``
     it over ``path``: a reader (or a run killed mid-write) sees the old file or the new one, never a part."""

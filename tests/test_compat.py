@@ -159,19 +159,6 @@ def test_preprocess_image_does_not_modify_the_batch():
     assert torch.allclose(out[0, 0, 0, 0], (200.0 - model.pixel_mean[0, 0, 0, 0]) / model.pixel_std[0, 0, 0, 0])
 
 
-def test_launch_two_cpu_processes_with_gloo(tmp_path):
-    out = _fresh_python(f"""
-        import fastreid_ext
-        from fastreid.engine import launch
-        from tests.helpers_dist import write_world
-        launch(write_world, 2, dist_url="auto", args=({str(tmp_path)!r},))
-        print("done")
-    """)
-    assert "done" in out
-    got = sorted(open(tmp_path / f"rank{r}.txt").read() for r in range(2))
-    assert got == ["0/2/3.0", "1/2/3.0"]
-
-
 def test_pose_patches_wait_for_mmpose_import():
     pytest.importorskip("mmcv", reason="pose extra (mmcv-lite) not installed")
     out = _fresh_python("""
@@ -220,3 +207,24 @@ def test_pure_parts_import_without_fastreid_and_registrations_follow():
     assert "fastreid imported: False" in lines
     assert "fastreid_ext.rbnet.meta_arch SynthPedA" in lines
     assert lines[-1] == "True 0.999"
+
+
+def test_fastreid_datasets_read_ids_from_the_file_name_only(tmp_path):
+    """compat dataset_names_on_basename: a root path holding a pattern like `2_c1` made FastReID's Market1501 read
+    every image as id 2, camera 1; a file name off the convention gave AttributeError naming no file."""
+    from PIL import Image
+
+    from fastreid.data.datasets.market1501 import Market1501
+
+    root = tmp_path / "exp2_c1"
+    d = root / "Market-1501-v15.09.15"
+    for sub, name in (("bounding_box_train", "0005_c3s1_000001_00.jpg"), ("query", "0007_c4s1_000001_00.jpg"),
+                      ("bounding_box_test", "0007_c2s1_000002_00.jpg")):
+        (d / sub).mkdir(parents=True)
+        Image.new("RGB", (8, 16)).save(d / sub / name)
+    ds = Market1501(root=str(root))
+    assert [(p, c) for _, p, c in ds.train] == [("market1501_5", "market1501_2")]
+    assert [(p, c) for _, p, c in ds.query] == [(7, 3)]
+    Image.new("RGB", (8, 16)).save(d / "query" / "snapshot.jpg")
+    with pytest.raises(ValueError, match="snapshot.jpg does not follow the dataset's convention"):
+        Market1501(root=str(root)).query  # FastReID reads a split when it is first used

@@ -199,3 +199,98 @@ def test_missing_dataset_folder_names_path_and_how_to_create(tmp_path, monkeypat
         build_dataset("SynthPedB", auto_create=False)  # an explicit argument, no config
     with pytest.raises(KeyError, match="not registered.*SynthPedA"):
         build_dataset("NoSuchSet")
+
+
+def test_mask_extraction_skips_unreadable_images_and_refuses_another_backend(tmp_path, caplog, capsys):
+    """Issue 17: an unreadable image is skipped with a warning (was: a crash at the same file on every re-run);
+    resuming into a mask folder of another backend is refused (was: masks of two models mixed, recorded backend
+    overwritten); Ctrl-C ends with exit code 130 and a one-line message, no traceback."""
+    import json as _json
+    import logging as _logging
+
+    from fastreid_ext.segmentation import cli as seg_cli
+    from fastreid_ext.segmentation.backends import MaskBackend
+    from fastreid_ext.segmentation.extract import SIGNATURE_FILE, ResumeError, extract_masks
+
+    class Fake(MaskBackend):
+        def __init__(self, name="fake", interrupt=False):
+            self.name, self.interrupt = name, interrupt
+
+        def predict(self, images, paths=None):
+            if self.interrupt:
+                raise KeyboardInterrupt
+            return [np.ones(im.shape[:2], np.float32) for im in images]
+
+    root = tmp_path / "ds"
+    (root / "query").mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (16, 32), (i * 40, 0, 0)).save(root / "query" / f"000{i}_c1s1_000001_00.jpg")
+    (root / "query" / "0009_c1s1_000001_00.jpg").write_bytes(b"")  # zero bytes: unreadable
+    images = sorted((root / "query").glob("*.jpg"))
+    with caplog.at_level(_logging.WARNING):
+        stats = extract_masks(images, root, Fake(), progress=False, batch_size=2)
+    assert stats.written == 3 and stats.unreadable == [str(root / "query" / "0009_c1s1_000001_00.jpg")]
+    assert "0009_c1s1_000001_00.jpg" in caplog.text and "skipped" in caplog.text
+    sig = (root / "masks" / SIGNATURE_FILE).read_text()
+    with pytest.raises(ResumeError, match="written by .*fake.*not by .*other.*--overwrite"):
+        extract_masks(images, root, Fake("other"), progress=False)
+    assert (root / "masks" / SIGNATURE_FILE).read_text() == sig  # the record is not overwritten
+    assert _json.loads(sig)["backend"] == "fake"
+
+    # the command line: another backend -> "error: ...", Ctrl-C -> exit 130 without traceback
+    for backend, code, text in ((Fake("other"), "error:", "written by"), (Fake("fake", interrupt=True), 130, None)):
+        seg_cli.build_backend = lambda args, r, b=backend: b
+        (root / "query" / "0003_c1s1_000001_00.jpg").write_bytes((root / "query" / "0000_c1s1_000001_00.jpg")
+                                                                   .read_bytes())
+        try:
+            with pytest.raises(SystemExit) as e:
+                seg_cli.main(["--root", str(root), "--no-progress"])
+        finally:
+            import importlib
+
+            importlib.reload(seg_cli)
+        if code == 130:
+            assert e.value.code == 130 and "interrupted" in capsys.readouterr().err
+        else:
+            assert str(e.value.code).startswith(code) and text in str(e.value.code)
+
+
+def test_synthped_folder_made_with_other_options_is_refused(datasets_root, tmp_path, monkeypatch):
+    """Issue 17: a SynthPed folder generated with the tiny preset where a config asks for the default preset (the
+    default preset's folder) was used silently; meta.json is now compared with DATASETS.SYNTHPED."""
+    import shutil
+
+    from fastreid_ext.data import build_dataset
+
+    cfg = fastreid_ext.get_cfg()
+    cfg.DATASETS.SYNTHPED.PRESET = "tiny"
+    tiny = build_dataset("SynthPedA", cfg)
+    monkeypatch.setenv("FASTREID_DATASETS", str(tmp_path))
+    shutil.copytree(tiny.data_dir, tmp_path / "SynthPedA")  # where the default preset lives
+    with pytest.raises(ValueError, match="generated with other parameters.*preset.*DATASETS.SYNTHPED"):
+        build_dataset("SynthPedA", fastreid_ext.get_cfg())  # the default preset
+    cfg2 = fastreid_ext.get_cfg()
+    cfg2.DATASETS.SYNTHPED.PRESET = "tiny"
+    monkeypatch.setenv("FASTREID_DATASETS", str(datasets_root))
+    assert len(build_dataset("SynthPedA", cfg2).train) == len(tiny.train)  # the matching folder still loads
+
+
+def test_nan_keypoints_and_missing_mask_root_are_named(tmp_path):
+    """Issue 17: NaN keypoints gave a NaN heatmap loss without naming the data; MASK_ROOTS pointing to a missing
+    folder fell back silently to the dataset's own masks."""
+    from fastreid_ext.data.annotations import load_keypoint_file, save_keypoint_file
+    from fastreid_ext.data.build import annotation_index
+
+    kps = np.ones((17, 3), np.float32)
+    bad = kps.copy()
+    bad[3, 0] = np.nan
+    f = tmp_path / "keypoints.json"
+    save_keypoint_file(f, {"a/0001_c1s1_000001_00.jpg": kps, "a/0002_c1s1_000001_00.jpg": bad})
+    with pytest.raises(AnnotationError, match="keypoints.json: 1 image.* NaN/inf .*0002_c1s1_000001_00.jpg"):
+        load_keypoint_file(f)
+    cfg = fastreid_ext.get_cfg()
+    cfg.DATASETS.ANNOTATIONS.MASK_ROOTS = [str(tmp_path / "no_masks_here")]
+    with pytest.raises(AnnotationError, match="MASK_ROOTS names folder.*no_masks_here"):
+        annotation_index(cfg)
+    cfg.DATASETS.ANNOTATIONS.MASK_ROOTS = [str(tmp_path)]
+    assert annotation_index(cfg).mask_roots  # an existing folder is accepted

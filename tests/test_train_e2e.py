@@ -38,8 +38,8 @@ def test_train_eval_end_to_end_and_resume(datasets_root, tmp_path):
     results = trainer.train()
     moved = [k for k, v in trainer.model.state_dict().items() if v.is_floating_point() and not torch.equal(init[k], v)]
     assert any("backbone.conv1" in k for k in moved) and any("heads" in k for k in moved)  # weights really train
-    for k in ("Rank-1", "mAP", "mINP"):
-        assert 0.0 <= results[k] <= 100.0
+    # the trained model beats the untrained one on the same split (TEST.EVAL_INIT: evaluated before training)
+    assert results["mAP"] > trainer.init_results["mAP"] + 1.0, (trainer.init_results["mAP"], results["mAP"])
     assert os.path.isfile(out / "model_final.pth") and os.path.isfile(out / "model_0001.pth")
     assert os.path.isfile(datasets_root / "synthped" / "tiny" / "SynthPedA" / "meta.json")
     losses = _losses(out)

@@ -50,6 +50,11 @@ def load_keypoint_file(path: str | os.PathLike) -> Dict[str, np.ndarray]:
         if arr.ndim != 2 or arr.shape[1] != 3:
             raise AnnotationError(f"{path}: keypoints of {rel} have shape {arr.shape}, expected (K, 3)")
         out[rel.replace(os.sep, "/")] = arr
+    bad = [rel for rel, arr in out.items() if not np.isfinite(arr).all()]
+    if bad:  # a NaN keypoint makes a NaN heatmap loss far from here: name the data now
+        raise AnnotationError(f"{path}: {len(bad)} image(s) have NaN/inf keypoint values, e.g. "
+                              f"{', '.join(bad[:5])}; re-extract them (tools/extract_keypoints.py) or set undetected "
+                              f"keypoints to score 0 with finite x, y")
     return out
 
 

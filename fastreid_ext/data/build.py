@@ -61,6 +61,13 @@ def build_dataset(name: str, cfg=None, **kwargs):
 
 def annotation_index(cfg) -> AnnotationIndex:
     a = cfg.DATASETS.ANNOTATIONS
+    missing = [r for r in a.MASK_ROOTS if not os.path.isdir(r)]
+    if missing:  # was: a silent fall-back to the dataset's own masks
+        from .annotations import AnnotationError
+
+        raise AnnotationError(f"DATASETS.ANNOTATIONS.MASK_ROOTS names folder(s) that do not exist: "
+                              f"{', '.join(os.path.abspath(r) for r in missing)}; fix the path, or remove it to use "
+                              f"the masks/ folder beside the dataset")
     return AnnotationIndex(a.KEYPOINTS_FILES, a.MASK_ROOTS)
 
 

@@ -65,7 +65,21 @@ class _SynthPed(ImageDataset):
         self.options = opts
         self.root = root
         self.data_dir = synthped_dir(root, self.domain, opts)
-        if not osp.isfile(osp.join(self.data_dir, "meta.json")):
+        if osp.isfile(osp.join(self.data_dir, "meta.json")):
+            # the folder's meta.json must match what the config asks for (a dataset written with `--preset tiny`
+            # into the default preset's folder was used silently); the generator compares and returns at once
+            from .synthped import generate_dataset
+            from .synthped.generate import DatasetParameterMismatch
+
+            try:
+                generate_dataset(osp.dirname(self.data_dir), domain=self.domain, seed=opts["seed"],
+                                 num_train_ids=opts["num_train_ids"], num_test_ids=opts["num_test_ids"],
+                                 preset=opts["preset"], vertical_misalign=opts["vertical_misalign"], progress=False)
+            except DatasetParameterMismatch as e:
+                raise ValueError(f"{e} The config asks for DATASETS.SYNTHPED {dict(opts)}: set DATASETS.SYNTHPED "
+                                 f"to the parameters the dataset was made with, or regenerate it "
+                                 f"(tools/make_synthetic.py --overwrite).") from None
+        else:
             if not opts["auto_create"]:
                 raise FileNotFoundError(
                     f"{self.domain} not found at {osp.abspath(self.data_dir)}. Create it with: python "

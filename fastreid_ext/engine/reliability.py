@@ -51,6 +51,26 @@ class CheckpointMismatchError(ConfigError):
     """A checkpoint that does not fit the configured model where all of it must (resume, evaluation)."""
 
 
+def explain_build_key_error(cfg, err: KeyError) -> str:
+    """The message for a ``KeyError`` out of building the model: an unknown registry name (meta-architecture,
+    backbone, head: the registered names listed) or a ``MODEL.BACKBONE.DEPTH`` the backbone builder does not know."""
+    from fastreid.modeling.backbones import BACKBONE_REGISTRY
+    from fastreid.modeling.heads import REID_HEADS_REGISTRY
+    from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
+
+    key = err.args[0] if err.args else ""
+    for option, name, reg in (("MODEL.META_ARCHITECTURE", cfg.MODEL.META_ARCHITECTURE, META_ARCH_REGISTRY),
+                              ("MODEL.BACKBONE.NAME", cfg.MODEL.BACKBONE.NAME, BACKBONE_REGISTRY),
+                              ("MODEL.HEADS.NAME", cfg.MODEL.HEADS.NAME, REID_HEADS_REGISTRY)):
+        if name not in reg._obj_map:
+            return (f"{option} {name!r} is not registered; registered: {', '.join(sorted(reg._obj_map))} "
+                    f"(a method's name needs `import fastreid_ext`)")
+    if str(key) == str(cfg.MODEL.BACKBONE.DEPTH):
+        return (f"MODEL.BACKBONE.DEPTH {cfg.MODEL.BACKBONE.DEPTH!r} is not a depth {cfg.MODEL.BACKBONE.NAME} knows "
+                f"(FastReID's ResNet: 18x, 34x, 50x, 101x, 152x; MobileNetV2: 1.0x, 1.4x, ...)")
+    return f"building the model from the config failed on the key {key!r} ({type(err).__name__}); check the MODEL options"
+
+
 def last_checkpoint_name(output_dir: str) -> str:
     """The file ``OUTPUT_DIR/last_checkpoint`` names, or ``"none"``."""
     try:
@@ -75,6 +95,43 @@ def check_losses_finite(loss_dict: Mapping[str, torch.Tensor], iteration: int, c
                 f"--resume.")
     raise NonFiniteLossError(f"loss {terms} is not finite at iteration {iteration} (rank {comm.get_rank()}): "
                              f"training stopped before the optimizer step.{hint}")
+
+
+#: a loss term this many times its value at the first iteration of the run (at least 1.0) is a divergence:
+#: finite but garbage (e.g. Adam with SOLVER.BASE_LR 1e6: loss 2e14); no healthy re-id loss grows 10^4-fold
+DIVERGENCE_FACTOR = 1e4
+
+
+class LossDivergenceError(NonFiniteLossError):
+    """A loss term grew by orders of magnitude over its start: training stops before the optimizer step."""
+
+
+class DivergenceGuard:
+    """Remembers each loss term's value at the first iteration this process trains (after a resume too) and
+    raises :class:`LossDivergenceError` when a term exceeds ``factor * max(start, 1)``, naming the term, both
+    values and the iteration (the last good checkpoint stays the last one)."""
+
+    def __init__(self, factor: float = DIVERGENCE_FACTOR):
+        self.factor = float(factor)
+        self.start: Dict[str, float] = {}
+
+    def __call__(self, loss_dict: Mapping[str, torch.Tensor], iteration: int, cfg=None) -> None:
+        bad = []
+        for k, v in loss_dict.items():
+            x = float(torch.as_tensor(v.detach() if isinstance(v, torch.Tensor) else v).float().mean())
+            ref = self.start.setdefault(k, x)
+            if abs(x) > self.factor * max(abs(ref), 1.0):
+                bad.append(f"{k} = {x:.4g} (was {ref:.4g} at the start)")
+        if not bad:
+            return
+        hint = ""
+        if cfg is not None:
+            last = last_checkpoint_name(cfg.OUTPUT_DIR) if cfg.OUTPUT_DIR else "none"
+            hint = (f" The last good checkpoint stays the last one ({last} in {cfg.OUTPUT_DIR}); lower SOLVER.BASE_LR "
+                    f"(now {cfg.SOLVER.BASE_LR:g}) or set SOLVER.CLIP_GRADIENTS.ENABLED True.")
+        raise LossDivergenceError(
+            f"loss {', '.join(bad)} grew more than {self.factor:g}-fold at iteration {iteration} (rank "
+            f"{comm.get_rank()}): the training diverged; stopped before the optimizer step.{hint}")
 
 
 def first_non_finite(module: torch.nn.Module) -> Optional[str]:

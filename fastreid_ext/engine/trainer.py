@@ -227,8 +227,11 @@ class Trainer(DefaultTrainer):
         if write is None or getattr(write, "_finite_guard", False):
             return
 
+        diverged = reliability.DivergenceGuard()
+
         def guarded(loss_dict, *args, **kwargs):
             reliability.check_losses_finite(loss_dict, self.iter, self.cfg)
+            diverged(loss_dict, self.iter, self.cfg)  # finite but exploding (Adam with a huge SOLVER.BASE_LR)
             return write(loss_dict, *args, **kwargs)
 
         guarded._finite_guard = True
@@ -244,14 +247,37 @@ class Trainer(DefaultTrainer):
         if self.cfg.TEST.EVAL_INIT and self.start_epoch == 0:
             logger.info("Evaluating the model before training (TEST.EVAL_INIT)")
             init_results = self.test(self.cfg, self.model)
+            self.init_results = init_results  # the untrained model's numbers (tests compare against them)
         results = super().train()
         if init_results and results and comm.is_main_process():
             print_before_after(init_results, results)
         return results
 
     @classmethod
+    def build_model(cls, cfg):
+        """FastReID's ``build_model`` with a clear error for unknown registry names and backbone depths (was: a
+        bare ``KeyError``)."""
+        try:
+            return super().build_model(cfg)
+        except KeyError as e:
+            raise reliability.ConfigError(reliability.explain_build_key_error(cfg, e)) from e
+
+    @classmethod
     def build_lr_scheduler(cls, cfg, optimizer, iters_per_epoch):
-        return super().build_lr_scheduler(cfg, optimizer, epoch_length(cfg, iters_per_epoch))
+        n = epoch_length(cfg, iters_per_epoch)
+        if cfg.SOLVER.SCHED == "CosineAnnealingLR":
+            import math
+
+            # FastReID's T_max: the epochs after warm-up / delay; 0 divides by zero at the end of the first epoch
+            t_max = cfg.SOLVER.MAX_EPOCH - max(math.ceil(cfg.SOLVER.WARMUP_ITERS / max(n, 1)),
+                                               cfg.SOLVER.DELAY_EPOCHS)
+            if t_max <= 0:
+                raise reliability.ConfigError(
+                    f"SOLVER.SCHED CosineAnnealingLR needs at least one epoch after the warm-up / delay epochs: "
+                    f"SOLVER.MAX_EPOCH {cfg.SOLVER.MAX_EPOCH}, SOLVER.WARMUP_ITERS {cfg.SOLVER.WARMUP_ITERS} "
+                    f"({n} iterations per epoch), SOLVER.DELAY_EPOCHS {cfg.SOLVER.DELAY_EPOCHS} leave {t_max}; raise "
+                    f"SOLVER.MAX_EPOCH or lower the other two")
+        return super().build_lr_scheduler(cfg, optimizer, n)
 
     @classmethod
     def build_train_loader(cls, cfg):

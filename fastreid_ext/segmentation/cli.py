@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -146,10 +147,19 @@ def main(argv: Optional[Sequence[str]] = None):
         backend = build_backend(args, root)
     except (FileNotFoundError, ValueError, ImportError) as e:
         raise SystemExit(f"error: {e}")
-    with backend:
-        stats = extract_masks(images, root, backend, out_root=args.out, overwrite=args.overwrite,
-                              threshold=args.threshold, batch_size=args.batch_size or None,
-                              progress=not args.no_progress, limit=args.limit)
+    from .extract import ResumeError
+
+    try:
+        with backend:
+            stats = extract_masks(images, root, backend, out_root=args.out, overwrite=args.overwrite,
+                                  threshold=args.threshold, batch_size=args.batch_size or None,
+                                  progress=not args.no_progress, limit=args.limit)
+    except ResumeError as e:
+        raise SystemExit(f"error: {e}") from None
+    except KeyboardInterrupt:  # every mask written so far is complete on disk (atomic writes)
+        print("\ninterrupted: the masks written so far are kept; rerun the same command to resume", file=sys.stderr,
+              flush=True)
+        raise SystemExit(130) from None
     print(stats, flush=True)
     if args.write_masked:
         mask_root = Path(args.out) if args.out else Path(root) / "masks"

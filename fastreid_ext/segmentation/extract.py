@@ -30,17 +30,23 @@ NO_PERSON_FILE = "_no_person.txt"
 SIGNATURE_FILE = "_backend.json"
 
 
+class ResumeError(RuntimeError):
+    """The mask folder was written by another backend: refused (masks of two models never mix)."""
+
+
 @dataclass
 class ExtractStats:
     written: int = 0
     skipped: int = 0
     no_person: List[str] = field(default_factory=list)
+    unreadable: List[str] = field(default_factory=list)  #: images that could not be read: no mask, warned
     seconds: float = 0.0
     masked_copy: Optional["MaskedCopyStats"] = None  # set by the command line's --write-masked
 
     def __str__(self):
         return (f"{self.written} masks written, {self.skipped} already there (skipped), "
-                f"{len(self.no_person)} images without a person, {self.seconds:.1f} s")
+                f"{len(self.no_person)} images without a person, {len(self.unreadable)} unreadable (skipped), "
+                f"{self.seconds:.1f} s")
 
 
 def mask_path_for(image: Path, image_root: Path, out_root: Path) -> Path:
@@ -81,9 +87,11 @@ def _check_signature(out_root: Path, backend: MaskBackend, overwrite: bool) -> N
             old = json.loads(f.read_text())
         except (OSError, json.JSONDecodeError):
             old = None
-        if old is not None and old.get("backend") != sig.get("backend"):
-            logger.warning("%s holds masks from backend %s; this run uses %s for the missing ones only "
-                           "(use --overwrite to redo all)", out_root, old.get("backend"), sig.get("backend"))
+        if old is not None and old != sig:
+            # two models' masks never mix in one folder, and the recorded backend stays the one that wrote them
+            raise ResumeError(f"{out_root} holds masks written by {old}, not by {sig}: rerun with the same backend "
+                              f"options to resume, pass --overwrite to recompute every mask with this one, or "
+                              f"choose another --out")
     out_root.mkdir(parents=True, exist_ok=True)
     tmp = f.with_suffix(".tmp")
     tmp.write_text(json.dumps(sig, sort_keys=True))
@@ -127,9 +135,15 @@ def extract_masks(images: Iterable[str | os.PathLike], image_root: str | os.Path
         bar = tqdm(total=len(todo), desc=f"masks ({backend.name})", unit="img", dynamic_ncols=True)
     try:
         for i in range(0, len(todo), bs):
-            chunk = todo[i:i + bs]
-            imgs = [_read_rgb(p) for p, _ in chunk]
-            masks = backend.predict(imgs, [str(p) for p, _ in chunk])
+            chunk, imgs = [], []
+            for p, mp in todo[i:i + bs]:
+                try:
+                    imgs.append(_read_rgb(p))
+                    chunk.append((p, mp))
+                except RuntimeError as e:  # as keypoint extraction does: skip it, say so, go on
+                    stats.unreadable.append(str(p))
+                    logger.warning("%s: skipped (no mask written)", e)
+            masks = backend.predict(imgs, [str(p) for p, _ in chunk]) if chunk else []
             for (p, mp), img, m in zip(chunk, imgs, masks):
                 if m is None:
                     stats.no_person.append(str(p))
@@ -141,7 +155,7 @@ def extract_masks(images: Iterable[str | os.PathLike], image_root: str | os.Path
                 write_mask_atomic(mp, m, threshold)
                 stats.written += 1
             if bar is not None:
-                bar.update(len(chunk))
+                bar.update(len(todo[i:i + bs]))
                 bar.set_postfix(written=stats.written, no_person=len(stats.no_person))
     finally:
         if bar is not None:
@@ -154,6 +168,9 @@ def extract_masks(images: Iterable[str | os.PathLike], image_root: str | os.Path
         elif listing.exists() and not limit:
             listing.unlink()
         stats.seconds = time.perf_counter() - t0
+    if stats.unreadable:
+        logger.warning("%d images could not be read and have no mask, e.g. %s", len(stats.unreadable),
+                       ", ".join(stats.unreadable[:5]))
     if stats.no_person:
         logger.warning("%d images without a person (listed in %s); training uses "
                        "DATASETS.ANNOTATIONS.ON_MISSING for them", len(stats.no_person), out_root / NO_PERSON_FILE)
