@@ -307,7 +307,7 @@ def test_bad_config_values_raise():
 
 def test_hplf_configs_load_and_the_without_hplf_configs_differ_only_by_the_local_branch():
     files = sorted(glob.glob(os.path.join(ROOT, "projects/HPLF/configs/*/*.yml")))
-    assert len(files) == 4
+    assert len(files) == 6
     for f in files:
         cfg = fastreid_ext.get_cfg()
         cfg.merge_from_file(f)
@@ -320,7 +320,8 @@ def test_hplf_configs_load_and_the_without_hplf_configs_differ_only_by_the_local
     assert (cfg.INPUT.SIZE_TRAIN, cfg.MODEL.HPLF.MARGIN, cfg.SOLVER.OPT, cfg.SOLVER.BASE_LR,
             cfg.SOLVER.MAX_EPOCH, cfg.DATALOADER.NUM_INSTANCE) == ([256, 128], 0.3, "Adam", 0.0002, 150, 8)
     # Table 4's "without HPLF": the same recipe, only the local branch (and so its test ranking) removed
-    pairs = (("Market1501", "hplf_R50", "baseline_R50"), ("SynthPed", "hplf_R18", "baseline_R18"))
+    pairs = (("Market1501", "hplf_R50", "baseline_R50"), ("SynthPed", "hplf_R18", "baseline_R18"),
+             ("SynthPed", "hplf_mnv2", "baseline_mnv2"))
     for folder, with_, without in pairs:
         a, b = fastreid_ext.get_cfg(), fastreid_ext.get_cfg()
         a.merge_from_file(os.path.join(ROOT, f"projects/HPLF/configs/{folder}/{with_}.yml"))

@@ -61,3 +61,12 @@ def add_rbnet_config(cfg):
     # pass, default); the fusion configs use [conv1, layer1]
     _C.MODEL.RBNET.FUSION = CN()
     _C.MODEL.RBNET.FUSION.LEVELS = []
+    # after training (tools/train_net.py, our Trainer): write RBNet's picture (image | heatmaps | mask | activations,
+    # Figs. 3-4) of NUM_IMAGES query images of the first test set to OUTPUT (empty: OUTPUT_DIR/rbnet_picture.png) and
+    # log the mask mean on person vs background and the keypoint error (rbnet/evaluation.py) before and after
+    # training on up to QUALITY_IMAGES test images (0: all, < 0: not measured); rbnet/hooks.py
+    _C.MODEL.RBNET.PICTURE = CN()
+    _C.MODEL.RBNET.PICTURE.ENABLED = False
+    _C.MODEL.RBNET.PICTURE.NUM_IMAGES = 6
+    _C.MODEL.RBNET.PICTURE.OUTPUT = ""
+    _C.MODEL.RBNET.PICTURE.QUALITY_IMAGES = 256

@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..functional.conv_grad import conv2d_fast_input_grad
 
 __all__ = ["FUSION_LEVELS", "Backbone2Fusion", "staged_backbone_features", "FusedBackbone"]
 
@@ -71,24 +70,9 @@ class Backbone2Fusion(nn.Module):
 def staged_backbone_features(backbone: nn.Module, x: torch.Tensor,
                              fuse: Optional[Callable[[str, torch.Tensor], torch.Tensor]] = None,
                              upto: str = "layer4") -> Dict[str, torch.Tensor]:
-    """``MultiScaleResNet.forward_features`` with ``fuse(level, feature)`` applied to each stage's output before
-    the next stage reads it (same stages, same polyphase input gradient)."""
-    out = {}
-    x = backbone.relu(backbone.bn1(conv2d_fast_input_grad(x, backbone.conv1)))
-    if fuse is not None:
-        x = fuse("conv1", x)
-    out["conv1"] = x
-    if upto == "conv1":
-        return out
-    x = backbone.maxpool(x)
-    for i in range(1, 5):
-        x = backbone._stage(i, x)  # the wrapper's stage (blocks + FastReID's non-local blocks)
-        if fuse is not None:
-            x = fuse(f"layer{i}", x)
-        out[f"layer{i}"] = x
-        if upto == f"layer{i}":
-            break
-    return out
+    """The multi-scale backbone's ``forward_features`` with ``fuse(level, feature)`` applied to each level's output
+    before the next level reads it (:mod:`fastreid_ext.modeling.backbones.multiscale`)."""
+    return backbone.forward_features(x, upto=upto, fuse=fuse)
 
 
 class FusedBackbone(nn.Module):

@@ -60,7 +60,7 @@ from fastreid.modeling.meta_arch.build import META_ARCH_REGISTRY
 
 from ..functional.heatmaps import (check_heatmap_shapes, heatmap_mse_loss, mse_weight_for_triplet,
                                     render_heatmaps, visibility_weights)
-from ..modeling.backbones.multiscale import MultiScaleResNet
+from ..modeling.backbones.multiscale import as_multiscale, level_table
 from ..modeling.multi_branch import BranchOutputs, LossTerm, MultiBranchModel
 from .fusion import Backbone2Fusion, FusedBackbone
 from .masking import REDUCTIONS, apply_mask
@@ -92,8 +92,7 @@ class RBNet(MultiBranchModel, Baseline):
         """NOTE: this interface is experimental. ``keypoints_configured``: the config's
         ``DATASETS.ANNOTATIONS.LOAD_KEYPOINTS`` (``None``: unknown), so that the error for a batch without keypoints
         says what to change."""
-        if not isinstance(backbone, MultiScaleResNet):
-            backbone = MultiScaleResNet(backbone)
+        backbone = as_multiscale(backbone)
         super().__init__(backbone=backbone, heads=heads, pixel_mean=pixel_mean, pixel_std=pixel_std,
                          loss_kwargs=loss_kwargs)
         if test_feature not in TEST_FEATURES:
@@ -125,11 +124,16 @@ class RBNet(MultiBranchModel, Baseline):
     @classmethod
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
-        backbone = MultiScaleResNet(ret["backbone"])
+        backbone = as_multiscale(ret["backbone"])
         feat_dim = cfg.MODEL.BACKBONE.FEAT_DIM
         if backbone.out_channels["layer4"] != feat_dim:
-            raise ValueError(f"MODEL.BACKBONE.FEAT_DIM is {feat_dim} but the backbone's layer4 has "
-                             f"{backbone.out_channels['layer4']} channels (DEPTH {cfg.MODEL.BACKBONE.DEPTH})")
+            hint = (" and MODEL.BACKBONE.TORCHREID.OUTPUT featuremap (the head reads the last feature map)"
+                    if cfg.MODEL.BACKBONE.NAME in ("build_torchreid_backbone", "build_osnet_torchreid_backbone") else "")
+            raise ValueError(f"MODEL.BACKBONE.FEAT_DIM is {feat_dim} but the backbone's last level (layer4) has "
+                             f"{backbone.out_channels['layer4']} channels ({cfg.MODEL.BACKBONE.NAME}, DEPTH "
+                             f"{cfg.MODEL.BACKBONE.DEPTH}): set FEAT_DIM {backbone.out_channels['layer4']}{hint}")
+        logger.info("RBNet: backbone levels (stride / channels): %s",
+                    ", ".join(f"{lvl} {s}/{c}" for lvl, s, c in level_table(backbone)))
         r = cfg.MODEL.RBNET
         if r.MASK_SOURCE not in MASK_SOURCES:
             raise ValueError(f"MODEL.RBNET.MASK_SOURCE must be one of {MASK_SOURCES}, got {r.MASK_SOURCE!r}")
@@ -138,7 +142,8 @@ class RBNet(MultiBranchModel, Baseline):
         if r.MASK_REDUCE not in REDUCTIONS:
             raise ValueError(f"MODEL.RBNET.MASK_REDUCE must be one of {REDUCTIONS}, got {r.MASK_REDUCE!r}")
         reverse = ReverseBackbone(backbone.out_channels, NUM_KEYPOINTS, r.WIDTH_MULT, r.MIN_GROUP_WIDTH, r.BLOCKS,
-                                  grouping=r.GROUPING, head_group_width=r.HEAD_GROUP_WIDTH, pointwise=r.POINTWISE)
+                                  grouping=r.GROUPING, head_group_width=r.HEAD_GROUP_WIDTH, pointwise=r.POINTWISE,
+                                  strides=backbone.strides)
         mask_generator = MaskGenerator(r.MASK_SOURCE, reverse.output_channels(), NUM_KEYPOINTS, r.MASK_REDUCE,
                                        r.MASK_INIT_BIAS, r.MASK_INIT_WEIGHT, align=reverse.head_width)
         levels = list(r.FUSION.LEVELS)

@@ -55,7 +55,8 @@ from .masking import REDUCTIONS, combine_part_masks, upsample_mask
 __all__ = ["NUM_KEYPOINTS", "LEVELS", "MASK_SOURCES", "GROUPINGS", "POINTWISE", "SAME_LEVEL", "group_width",
            "reverse_widths", "ChangeChannel", "ReverseBlock", "ReLayer", "ReConv1", "ReverseBackbone", "MaskGenerator"]
 
-#: backbone levels, shallow to deep (as returned by MultiScaleResNet.forward_features)
+#: backbone levels, shallow to deep: the five levels a multi-scale backbone reports (Table 1's ResNet row names,
+#: used for every backbone; fastreid_ext.modeling.backbones.multiscale)
 LEVELS = ("conv1", "layer1", "layer2", "layer3", "layer4")
 #: where the mask comes from (the paper's Table 2 / Section 2.3 variants); conv1's features are always fused
 MASK_SOURCES = ("conv1", "re_layer1", "re_layer2")
@@ -172,9 +173,10 @@ class ReverseBackbone(nn.Module):
     """The reverse backbone of Table 1 (see the module docstring).
 
     Args:
-        in_channels: backbone channels of conv1, layer1, layer2, layer3, layer4 (a sequence or a mapping by
-            level name), e.g. ``(64, 256, 512, 1024, 2048)`` for ResNet-50, ``(64, 64, 128, 256, 512)`` for
-            ResNet-18.
+        in_channels: backbone channels of its five levels conv1, layer1, layer2, layer3, layer4 (a sequence or a
+            mapping by level name, e.g. a multi-scale backbone's ``out_channels``), e.g. ``(64, 256, 512, 1024,
+            2048)`` for ResNet-50, ``(64, 64, 128, 256, 512)`` for ResNet-18, ``(16, 24, 32, 96, 1280)`` for
+            MobileNetV2 1.0x, ``(16, 64, 96, 128, 128)`` for OSNet x0.25.
         num_keypoints: output heatmaps and channel groups (17 COCO keypoints).
         width_mult / min_group_width: reverse widths, see :func:`reverse_widths`.
         blocks: blocks of re_layer1, re_layer2, re_layer3, re_layer4 (paper: 2, 3, 5, 2).
@@ -185,11 +187,15 @@ class ReverseBackbone(nn.Module):
         pointwise: the blocks' pointwise convolutions with ``grouping="heads"``: ``"channel"`` (no channel mixing
             in the blocks: ``groups = gcd(cin, cout)``; the full-feature step is change_channel's 1x1 on the
             backbone's same-size features) or ``"full"`` (textbook depthwise-separable).
+        strides: the backbone's stride per level (optional, checked to be non-decreasing and kept in
+            ``self.strides``); the reverse path resizes to the sizes of the features it is given, so any strides work
+            (e.g. 2, 4, 8, 16, 16 for a ResNet with last stride 1 or OSNet: no upsampling between equal sizes).
     """
 
     def __init__(self, in_channels, num_keypoints: int = NUM_KEYPOINTS, width_mult: float = 1.0,
                  min_group_width: int = 4, blocks: Sequence[int] = (2, 3, 5, 2), channels_last: bool = True,
-                 grouping: str = "heads", head_group_width: int = 4, pointwise: str = "channel"):
+                 grouping: str = "heads", head_group_width: int = 4, pointwise: str = "channel",
+                 strides=None):
         super().__init__()
         #: run the reverse path in channels-last layout: its depthwise / grouped convolutions are about 2.3x
         #: faster that way on CPU (oneDNN, measured); same values up to float rounding (tests/test_rbnet.py)
@@ -209,6 +215,13 @@ class ReverseBackbone(nn.Module):
         self.grouping = grouping
         self.pointwise = pointwise if grouping == "heads" else "grouped"
         self.in_channels = dict(zip(LEVELS, in_channels))
+        #: the backbone's stride per level (as reported; informative: the re-layers upsample to the sizes they see)
+        self.strides = None
+        if strides is not None:
+            st = [int(strides[k]) for k in LEVELS] if isinstance(strides, Mapping) else [int(s) for s in strides]
+            if len(st) != 5 or any(b < a for a, b in zip(st, st[1:])):
+                raise ValueError(f"strides must be 5 non-decreasing values (conv1, layer1..layer4), got {st}")
+            self.strides = dict(zip(LEVELS, st))
         w = reverse_widths(in_channels, grouping, width_mult, num_keypoints, min_group_width)
         #: reverse width per backbone level
         self.widths = dict(zip(LEVELS, w))

@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["STRIP_PANELS", "rbnet_strip", "backbone_maps", "model_strip", "build_parser", "main"]
+__all__ = ["STRIP_PANELS", "rbnet_strip", "backbone_maps", "model_strip", "write_strips", "build_parser", "main"]
 
 #: the panels of a strip, left to right
 STRIP_PANELS = ("image", "heatmaps", "mask", "b1 conv1", "b1 layer4", "b2 conv1", "b2 layer4")
@@ -78,18 +78,29 @@ def rbnet_strip(image, maps: dict, index: int, alpha: float = 0.5, scale: int = 
 
 def backbone_maps(model, images, prefix: str = "") -> Dict[str, "torch.Tensor"]:
     """Backbone activations of any FastReID-style model (``model.backbone``, ``model.preprocess_image``) for raw
-    ``(B, 3, H, W)`` images in 0..255: ``{prefix + "conv1": stem output after its ReLU, prefix + "layer4": the
+    ``(B, 3, H, W)`` images in 0..255: ``{prefix + "conv1": stem output after its ReLU (a multi-scale backbone's
+    finest level, :func:`fastreid_ext.modeling.backbones.multiscale.as_multiscale`), prefix + "layer4": the
     backbone's output}`` (``"backbone"`` instead of ``"layer4"`` when the backbone has no ``layer4``; no
     ``conv1`` when it has no ``bn1`` stem). What Fig. 4 (a) shows for the Baseline."""
     import torch
 
+    from ..modeling.backbones.multiscale import as_multiscale
+
     bb = model.backbone
+    device = next(model.parameters()).device
+    try:  # any backbone with a multi-scale form (ResNet, MobileNetV2, torchreid's): its finest and last levels
+        ms = as_multiscale(bb)
+    except TypeError:
+        ms = None
+    if ms is not None:
+        with torch.no_grad():
+            feats = ms.forward_features(model.preprocess_image(images.detach().clone().float().to(device)))
+        return {prefix + "conv1": feats["conv1"], prefix + "layer4": feats["layer4"]}
     grabbed: Dict[str, torch.Tensor] = {}
     hooks = []
     stem = getattr(bb, "bn1", None)
     if isinstance(stem, torch.nn.Module):
         hooks.append(stem.register_forward_hook(lambda m, i, o: grabbed.setdefault("conv1", torch.relu(o))))
-    device = next(model.parameters()).device
     try:
         with torch.no_grad():
             out = bb(model.preprocess_image(images.detach().clone().float().to(device)))
@@ -129,6 +140,40 @@ def model_strip(image, maps: Dict[str, "torch.Tensor"], index: int, alpha: float
     names = ["image"] + list(maps)
     panels = [first] + [overlay(img, activation_maps(f[index:index + 1], (h, w))[0], alpha) for f in maps.values()]
     return hstack_panels([label_panel(p, n, scale) for p, n in zip(panels, names)]), names
+
+
+def write_strips(model, cfg, path: str, num_images: int = 6, dataset: str = "", scale: int = 2) -> int:
+    """The strips (:func:`rbnet_strip`) of the first ``num_images`` query images of ``dataset`` (default: the first of
+    ``cfg.DATASETS.TESTS``, loaded with keypoints where it has them) stacked into one PNG at ``path``; ``model``: an
+    RBNet (its ``inference_maps``). Returns the number of strips."""
+    import cv2
+    import torch
+
+    from ..data.build import build_test_loader
+    from ..utils.visualize import vstack_panels
+
+    c = cfg.clone()
+    c.defrost()
+    c.DATASETS.ANNOTATIONS.LOAD_KEYPOINTS = True
+    c.DATASETS.ANNOTATIONS.ON_MISSING = "empty"
+    dataset = dataset or c.DATASETS.TESTS[0]
+    loader, num_query = build_test_loader(c, dataset)
+    n = min(int(num_images), num_query)
+    strips = []
+    for batch in loader:
+        if len(strips) >= n:
+            break
+        imgs = batch["images"][:n - len(strips)]
+        with torch.no_grad():
+            maps = model.inference_maps(imgs)
+        for i in range(imgs.shape[0]):
+            kps = batch["keypoints"][i].numpy() if "keypoints" in batch else None
+            strips.append(rbnet_strip(imgs[i], maps, i, scale=scale, keypoints=kps)[0])
+    if strips:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        title = f"RBNet ({cfg.MODEL.RBNET.MASK_SOURCE} mask, {cfg.MODEL.BACKBONE.NAME}) on {dataset}"
+        cv2.imwrite(path, vstack_panels(strips, title=title)[..., ::-1])
+    return len(strips)
 
 
 def build_parser() -> argparse.ArgumentParser:

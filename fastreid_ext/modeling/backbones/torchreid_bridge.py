@@ -34,6 +34,11 @@ Either way the last feature map passes through the identity module ``featuremap`
 ``backbone.featuremap`` names it for a forward hook whatever the family (``tools/visualize_actmap.py --layers
 backbone.featuremap``), also when the backbone returns the embedding.
 
+Multi-scale use (RBNet): :func:`fastreid_ext.modeling.backbones.multiscale.as_multiscale` splits the network's
+``featuremaps`` chain into five levels (OSNet x0.25: 16, 64, 96, 128, 128 channels at strides 2, 4, 8, 16, 16) with the
+same modules and state-dict keys; the last level is the feature map, so RBNet needs ``OUTPUT featuremap`` and
+``FEAT_DIM`` = its channels.
+
 torchreid's model files (``osnet.py``, ``osnet_ain.py``, ``resnet.py``, ``mobilenetv2.py``) only need torch; they
 are loaded from the installed torchreid package without running ``torchreid/__init__.py`` (which imports
 torchreid's whole data and training stack, seconds on a busy CPU). If that fails, ``import torchreid`` is used.
