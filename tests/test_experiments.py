@@ -1,0 +1,178 @@
+"""The experiment runner (fastreid_ext/experiments): skips finished (arm, seed) results, runs chained stages in
+order with the earlier stage's weights, aggregates mean / sample std correctly (numbers by hand), writes table +
+plot, refuses missing configs before running anything, reads FastReID's evaluation tables; one tiny real run of one
+arm through the child process (tools/train_net.py)."""
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from fastreid_ext.experiments import comparisons as C
+from fastreid_ext.experiments.report import aggregate
+from fastreid_ext.experiments.runner import MissingConfigs, parse_eval_tables, run_experiments
+
+ROOT = Path(__file__).resolve().parents[1]
+# arm "A" / "B" per seed: hand-picked SynthPedA/mAP values
+VALUES = {("a", 0): 10.0, ("a", 1): 20.0, ("a", 2): 40.0, ("b2", 0): 1.0, ("b2", 1): 2.0, ("b2", 2): 6.0,
+          ("b1", 0): 0.0, ("b1", 1): 0.0, ("b1", 2): 0.0}
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    cfg = tmp_path / "fake.yml"
+    cfg.write_text("_BASE_: x.yml\n")
+    comp = C.Comparison(
+        name="fake_cmp", description="test", metrics=["SynthPedA/mAP", "kpt_err"],
+        stages={"a": C.Stage("a", str(cfg), ("K", "1")), "b1": C.Stage("b1", str(cfg), ("K", "2")),
+                "b2": C.Stage("b2", str(cfg), ("K", "3"), weights=(("MODEL.WEIGHTS", "b1"),), measure=("m",))},
+        arms=[C.Arm("A", ("a",)), C.Arm("B", ("b1", "b2"), include=(("b1", "src/"),))])
+    monkeypatch.setitem(C.COMPARISONS, comp.name, comp)
+    calls, history = [], []
+
+    def executor(task):
+        for dep in task.deps:  # the dependency finished (in this or an earlier run) before this stage starts
+            assert dep in history
+        history.append(task.key)
+        calls.append((task.stage.name, task.seed, task.key, list(task.argv)))
+        m = {"SynthPedA/mAP": VALUES[(task.stage.name, task.seed)]}
+        return {"command": "python " + " ".join(task.argv), "metrics": m,
+                "measures": {"kpt_err": 3.0} if task.stage.measure else {}, "seconds": 1.0, "key": task.key}
+
+    return comp, calls, executor
+
+
+def _handmade(out, arm, seed, value):
+    d = out / "fake_cmp" / arm / f"seed{seed}"
+    d.mkdir(parents=True)
+    (d / "result.json").write_text(json.dumps({"arm": arm, "seed": seed, "metrics": {"SynthPedA/mAP": value},
+                                               "seconds": 60.0, "stages": []}))
+
+
+def test_skips_finished_and_aggregates(fake, tmp_path):
+    comp, calls, executor = fake
+    out = tmp_path / "exp"
+    _handmade(out, "A", 0, 10.0)
+    _handmade(out, "A", 1, 20.0)
+    res = run_experiments(["fake_cmp"], [0, 1, 2], out, executor=executor, command="CMD")
+    ran = sorted((n, s) for n, s, _, _ in calls)
+    # A: only seed 2; B: both stages for every seed; nothing else
+    assert ran == [("a", 2), ("b1", 0), ("b1", 1), ("b1", 2), ("b2", 0), ("b2", 1), ("b2", 2)]
+    # b2 got b1's model_final.pth of the same seed, and the seed
+    for n, s, key, argv in calls:
+        if n == "b2":
+            w = argv[argv.index("MODEL.WEIGHTS") + 1]
+            b1 = next(c for c in calls if c[0] == "b1" and c[1] == s)
+            assert w.endswith(f"_s{s}_{b1[2]}/model_final.pth")
+            assert argv[argv.index("SEED") + 1] == str(s)
+    assert res["failed"] == {}
+    recs = {(r["arm"], r["seed"]): r for r in res["records"]["fake_cmp"]}
+    assert recs[("B", 1)]["metrics"] == {"SynthPedA/mAP": 2.0, "kpt_err": 3.0, "src/SynthPedA/mAP": 0.0}
+    # by hand: A = 10, 20, 40 -> mean 70/3, sample std sqrt(((10-70/3)^2 + (20-70/3)^2 + (40-70/3)^2) / 2)
+    #          = sqrt(700/3) = 15.2753; B = 1, 2, 6 -> mean 3, std sqrt((4 + 1 + 9) / 2) = sqrt(7) = 2.6458
+    agg = aggregate(res["records"]["fake_cmp"], ["SynthPedA/mAP"], ["A", "B"])
+    assert agg["A"]["SynthPedA/mAP"]["mean"] == pytest.approx(23.333333, abs=1e-5)
+    assert agg["A"]["SynthPedA/mAP"]["std"] == pytest.approx(15.275252, abs=1e-5)
+    assert agg["B"]["SynthPedA/mAP"]["std"] == pytest.approx(2.645751, abs=1e-5)
+    assert agg["A"]["SynthPedA/mAP"]["n"] == 3
+    md = (out / "fake_cmp" / "report.md").read_text()
+    assert "| A | 23.33 ± 15.28 (n=3) | – |" in md
+    assert "| B | 3.00 ± 2.65 (n=3) | 3.00 ± 0.00 (n=3) |" in md
+    assert "| A | 2 | 40.00 | – |" in md and "    CMD" in md
+    with open(out / "fake_cmp" / "report.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    # a second run redoes nothing
+    calls.clear()
+    res2 = run_experiments(["fake_cmp"], [0, 1, 2], out, executor=executor)
+    assert calls == [] and len(res2["records"]["fake_cmp"]) == 6
+
+
+def test_interrupted_arm_reuses_finished_stage(fake, tmp_path):
+    comp, calls, executor = fake
+    out = tmp_path / "exp"
+    run_experiments(["fake_cmp"], [0], out, executor=executor, arms=["B"], report=False)
+    # an interruption after b1: b2's result and the arm result are gone
+    b2 = next(c for c in calls if c[0] == "b2")
+    stage_dir = b2[3][b2[3].index("OUTPUT_DIR") + 1]
+    os.remove(os.path.join(stage_dir, "stage_result.json"))  # (tmp_path: outside the repository, absolute)
+    os.remove(out / "fake_cmp" / "B" / "seed0" / "result.json")
+    calls.clear()
+    run_experiments(["fake_cmp"], [0], out, executor=executor, arms=["B"], report=False)
+    assert [c[0] for c in calls] == ["b2"]
+
+
+def test_missing_config_refused_before_running(fake, tmp_path, monkeypatch):
+    comp, calls, executor = fake
+    bad = C.Comparison(name="fake_missing", description="", metrics=["x"],
+                       stages={"s": C.Stage("s", "projects/None/configs/does_not_exist.yml")}, arms=[C.Arm("S", ("s",))])
+    monkeypatch.setitem(C.COMPARISONS, bad.name, bad)
+    with pytest.raises(MissingConfigs, match="does_not_exist.yml"):
+        run_experiments(["fake_cmp", "fake_missing"], [0], tmp_path / "exp", executor=executor)
+    assert calls == []
+
+
+def test_parse_eval_tables():
+    log = """[12/01 00:24:46 fastreid.evaluation.testing]: Evaluation results in csv format: 
+| Dataset   | Rank-1   | mAP   |
+|:----------|:---------|:------|
+| SynthPedA | 10.00    | 5.00  |
+[12/01 00:30:46 fastreid.evaluation.testing]: Evaluation results in csv format: 
+| Dataset   | Rank-1   | mAP   | GL/mAP   |
+|:----------|:---------|:------|:---------|
+| SynthPedA | 95.00    | 86.25 | 88.10    |
+[12/01 00:30:47 fastreid.evaluation.testing]: Evaluation results in csv format: 
+\x1b[36m| Dataset   | Rank-1   | mAP   |
+|:----------|:---------|:------|
+| SynthPedB | 40.50    | 20.75 |\x1b[0m
+"""
+    assert parse_eval_tables(log) == {"SynthPedA/Rank-1": 95.0, "SynthPedA/mAP": 86.25, "SynthPedA/GL/mAP": 88.1,
+                                      "SynthPedB/Rank-1": 40.5, "SynthPedB/mAP": 20.75}
+
+
+def test_ari_outliers_as_singletons():
+    from fastreid_ext.experiments.measure import adjusted_rand_with_outliers
+
+    # perfect clustering of ids 0,0,1,1 -> 1; both images of id 1 outliers -> partition {0,0},{2},{3}:
+    # ARI by hand (pair counting): index = 1 (the 0-0 pair), expected = 1 * 2 / 6 = 1/3, max = (2 + 1) / 2 = 1.5
+    # -> (1 - 1/3) / (1.5 - 1/3) = 4/7
+    assert adjusted_rand_with_outliers([5, 5, 7, 7], [0, 0, 1, 1]) == pytest.approx(1.0)
+    assert adjusted_rand_with_outliers([5, 5, 7, 7], [0, 0, -1, -1]) == pytest.approx(4 / 7)
+
+
+def test_tiny_real_run_through_child(datasets_root, tmp_path, monkeypatch):
+    """One arm, 2 iterations at 64x32 on tiny SynthPed, through tools/train_net.py in a child process."""
+    comp = C.Comparison(name="fake_real", description="", metrics=["SynthPedA/Rank-1", "SynthPedA/mAP"],
+                        stages={"s": C.Stage("s", "configs/SynthPed/bagtricks_R18.yml",
+                                             ("DATALOADER.NUM_WORKERS", "0", "MODEL.BACKBONE.DEPTH", "18x"))},
+                        arms=[C.Arm("Baseline", ("s",))])
+    monkeypatch.setitem(C.COMPARISONS, comp.name, comp)
+    res = run_experiments(["fake_real"], [3], tmp_path / "exp", budget="smoke", threads=1, gen_workers=1, root=ROOT)
+    assert res["failed"] == {}
+    (rec,) = res["records"]["fake_real"]
+    assert set(rec["metrics"]) >= {"SynthPedA/Rank-1", "SynthPedA/mAP"}
+    assert not math.isnan(rec["metrics"]["SynthPedA/mAP"])
+    cmd = rec["stages"][0]["command"]
+    assert "tools/train_net.py" in cmd and "SEED 3" in cmd
+    assert (tmp_path / "exp" / "fake_real" / "report.md").is_file()
+
+
+def test_edited_config_is_a_new_run(fake, tmp_path):
+    comp, calls, executor = fake
+    out = tmp_path / "exp"
+    run_experiments(["fake_cmp"], [0], out, executor=executor, arms=["A"], report=False)
+    assert [c[0] for c in calls] == ["a"]
+    calls.clear()
+    run_experiments(["fake_cmp"], [0], out, executor=executor, arms=["A"], report=False)
+    assert calls == []
+    cfg = comp.stages["a"].config
+    with open(cfg, "a") as f:
+        f.write("SOLVER:\n  BASE_LR: 0.1\n")
+    run_experiments(["fake_cmp"], [0], out, executor=executor, arms=["A"], report=False)
+    assert [c[0] for c in calls] == ["a"]
+
+
+def test_methods_register_their_measurements():
+    from fastreid_ext.experiments.measure import load_measurements
+
+    assert {"rbnet_maps", "mmt_pseudo_labels", "adabn"} <= set(load_measurements())
