@@ -69,6 +69,35 @@ def test_component_shapes(size, joints):
         g(torch.randn(2, 512), pose, torch.randn(2, 100))
 
 
+def test_connect_layers_follow_fd_gan_and_carry_the_pose_to_the_decoder():
+    """GAN.G.CONNECT_LAYERS (FD-GAN's --connect-layers): decoder layer k reads E_P's map of its size; the input
+    widths are FD-GAN's table (in units of ngf, bottleneck first: 0 -> 8 8 4 2 1, 5 -> 16 16 8 4 2), and with
+    every layer connected the pose reaches the output through the skips even when E_P's 128-d vector is fixed."""
+    size, ngf = (64, 32), 4
+    ep = PoseEncoder(18, size, dim=128, ngf=ngf)
+    fd_gan = {0: [8, 8, 4, 2, 1], 2: [16, 16, 4, 2, 1], 5: [16, 16, 8, 4, 2]}
+    for c, widths in fd_gan.items():
+        g = PoseGenerator(512, 128, 256, size, ngf=ngf, connect_layers=c, skip_channels=ep.channels)
+        convs = [mod for mod in g.up if isinstance(mod, torch.nn.ConvTranspose2d)]
+        assert [mod.in_channels // ngf for mod in convs] == widths, c
+    g = PoseGenerator(512, 128, 256, size, ngf=ngf, connect_layers=5, skip_channels=ep.channels).eval()
+    ep.eval()
+    b = batch(2, 1, size)
+    maps = pose_maps(b["keypoints"], size, "openpose18", "coco17", sigma=1.5)
+    vec, skips = ep.forward_maps(maps)
+    assert torch.equal(vec, ep(maps)) and [t.shape[-2:] for t in skips] == [(32, 16), (16, 8), (8, 4), (4, 2), (2, 1)]
+    ident, z = torch.randn(1, 512).expand(2, -1), torch.randn(1, 256).expand(2, -1)
+    with torch.no_grad():
+        out = g(ident, vec[:1].expand(2, -1), z, skips)  # same identity, noise and pose vector: only skips differ
+    assert float((out[0] - out[1]).abs().max()) > 1e-4
+    with pytest.raises(ValueError, match="intermediate maps"):
+        g(ident, vec, z)
+    with pytest.raises(ValueError, match="GAN.G.CONNECT_LAYERS"):
+        PoseGenerator(512, 128, 256, size, ngf=ngf, connect_layers=6)
+    m = build(["MODEL.POSE_TRANSFER.GAN.G.CONNECT_LAYERS", "3"])
+    assert m.generator.connect_layers == 3 and m.generate(torch.randn(2, 512), maps).shape == (2, 3, *size)
+
+
 def test_sizes_must_divide_by_32_and_the_model_builds():
     with pytest.raises(ValueError, match=r"INPUT.SIZE_TRAIN \[100, 50\]"):
         bottleneck_size((100, 50))
@@ -388,6 +417,8 @@ def test_pose_tool_grid_and_reconstruction(trained, tmp_path, capsys):
     assert img is not None and img.shape[0] > 3 * 64 and img.shape[1] > 4 * 32 * 2
     r = res["recon"]
     assert r["images"] > 0 and 0 < r["own_pose"] < 2 and 0 < r["other_pose"] < 2
+    # the references that ignore the pose: the per-pixel median is the best constant under L1, never above the mean
+    assert "shuffled_pose" in r and r["constant_median"] <= r["constant_mean"] + 1e-6
     sens = res["sensitivity"]
     assert sens["images"] == 4 and all(0 < sens[k] < 2 for k in ("pose", "identity", "noise"))
     # E_I from another checkpoint (e.g. a part-1 transfer of it): the generator's E_I is that one

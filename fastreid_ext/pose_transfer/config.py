@@ -68,6 +68,9 @@ def add_pose_transfer_config(cfg):
     _C.MODEL.POSE_TRANSFER.GAN.G.NOISE_DIM = 256  # paper Sec. 3: 256-d noise
     _C.MODEL.POSE_TRANSFER.GAN.G.NGF = 64  # channels of G's last hidden layer (x2, x4, x8, x8 before; FD-GAN: 64)
     _C.MODEL.POSE_TRANSFER.GAN.G.DROPOUT = 0.2  # FD-GAN's --drop
+    # skip connections E_P -> G (FD-GAN's --connect-layers, 0..5, default 0): the first N decoder layers (from the
+    # bottleneck) also read E_P's intermediate map of their size; 5 = a full U-Net (our SynthPed CPU configs)
+    _C.MODEL.POSE_TRANSFER.GAN.G.CONNECT_LAYERS = 0
     _C.MODEL.POSE_TRANSFER.GAN.NORM = "BN"  # norm of E_P, G and D_p: "BN" (FD-GAN) | "IN" | "none"
     _C.MODEL.POSE_TRANSFER.GAN.DI = CN()
     _C.MODEL.POSE_TRANSFER.GAN.DI.INIT_FROM_EI = True  # D_i's encoder and head start as E_I and C_v (FD-GAN)

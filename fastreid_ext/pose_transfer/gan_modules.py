@@ -8,7 +8,8 @@ learning of pose-invariant domain-dependent features", Sec. 3, Fig. 1):
   norm) -> one convolution over the remaining (H/32, W/32) map -> a 128-d pose feature;
 * :class:`PoseGenerator` G: ``[identity (512), pose (128), noise (256)]`` -> a transposed convolution to an
   (H/32, W/32) map -> five stride-2 4x4 transposed convolutions (ReLU, norm, dropout) -> tanh image in [-1, 1];
-  the same code serves 128 x 64 and 256 x 128 (any size divisible by 32);
+  the same code serves 128 x 64 and 256 x 128 (any size divisible by 32); optionally (FD-GAN's
+  ``--connect-layers``) E_P's intermediate maps are concatenated into the decoder layers of the same size;
 * :class:`IdentityDiscriminator` D_i: a Siamese encoder (its own copy of E_I's architecture) + FD-GAN's
   ``(f1 - f2)^2 -> BatchNorm -> Linear`` head: "is the second image the same person as the first?";
 * :class:`PoseDiscriminator` D_p: pix2pix's PatchGAN (Isola et al., CVPR 2017) on the image concatenated with the
@@ -19,7 +20,7 @@ Weights start from N(0, 0.02) (BatchNorm weights N(1, 0.02)), FD-GAN's / pix2pix
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -81,23 +82,55 @@ class PoseEncoder(nn.Module):
         layers += [nn.LeakyReLU(0.2), nn.Conv2d(ch[-1], self.dim, (bh, bw), bias=norm != "BN"),
                    _norm(norm if norm == "BN" else "none", self.dim)]
         self.net = nn.Sequential(*layers)
+        # indices of the modules whose outputs are the intermediate maps (conv 1, then each norm of convs 2-5)
+        self._skip_at = (0,) + tuple(3 * k for k in range(1, LEVELS))
+        self.channels = tuple(ch)
         gan_init(self)
 
-    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+    def _check(self, maps: torch.Tensor) -> None:
         if maps.dim() != 4 or maps.shape[1] != self.joints or tuple(maps.shape[-2:]) != self.size:
             raise ValueError(f"E_P expects (B, {self.joints}, {self.size[0]}, {self.size[1]}) pose maps "
                              f"(MODEL.POSE_TRANSFER.GAN.POSE.JOINTS, INPUT.SIZE_TRAIN), got {tuple(maps.shape)}")
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        self._check(maps)
         return self.net(maps).flatten(1)
+
+    def forward_maps(self, maps: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """``(pose feature (B, dim), [the five intermediate maps at H/2, H/4, ..., H/32]``) (each after its conv and
+        norm, before the next activation): the maps FD-GAN's generator concatenates into its decoder
+        (``--connect-layers``, :class:`PoseGenerator`)."""
+        self._check(maps)
+        x, skips = maps, []
+        for i, layer in enumerate(self.net):
+            x = layer(x)
+            if i in self._skip_at:
+                skips.append(x)
+        return x.flatten(1), skips
 
 
 class PoseGenerator(nn.Module):
-    """G: ``(identity (B, id_dim), pose (B, pose_dim), noise (B, noise_dim))`` -> ``(B, 3, H, W)`` in [-1, 1]."""
+    """G: ``(identity (B, id_dim), pose (B, pose_dim), noise (B, noise_dim))`` -> ``(B, 3, H, W)`` in [-1, 1].
+
+    ``connect_layers`` (FD-GAN's ``--connect-layers``, 0-5; its default 0): the first ``connect_layers`` decoder
+    layers, counted from the bottleneck, read their input concatenated with E_P's intermediate map of the same size
+    (``pose_skips`` from :meth:`PoseEncoder.forward_maps`, channels ``skip_channels``), a U-Net between E_P and G: the
+    target pose reaches the decoder at full resolution instead of only through the 128-d vector."""
 
     def __init__(self, id_dim: int, pose_dim: int, noise_dim: int, size, ngf: int = 64, dropout: float = 0.2,
-                 norm: str = "BN", out_channels: int = 3):
+                 norm: str = "BN", out_channels: int = 3, connect_layers: int = 0,
+                 skip_channels: Optional[Sequence[int]] = None):
         super().__init__()
         self.id_dim, self.pose_dim, self.noise_dim = int(id_dim), int(pose_dim), int(noise_dim)
         self.size = tuple(int(s) for s in size)
+        self.connect_layers = int(connect_layers)
+        if not 0 <= self.connect_layers <= LEVELS:
+            raise ValueError(f"MODEL.POSE_TRANSFER.GAN.G.CONNECT_LAYERS must be in 0..{LEVELS}, got {connect_layers}")
+        skip_channels = list(skip_channels) if skip_channels is not None else [ngf, ngf * 2, ngf * 4, ngf * 8, ngf * 8]
+        if len(skip_channels) != LEVELS:
+            raise ValueError(f"skip_channels must list E_P's {LEVELS} map widths, got {skip_channels}")
+        # decoder layer k (0 = next to the bottleneck) gets E_P's map of the same size: E_P's map LEVELS - 1 - k
+        self.skip_channels = [skip_channels[LEVELS - 1 - k] if k < self.connect_layers else 0 for k in range(LEVELS)]
         bh, bw = bottleneck_size(size)
         bias = norm != "BN"
         cin = self.id_dim + self.pose_dim + self.noise_dim
@@ -105,19 +138,30 @@ class PoseGenerator(nn.Module):
                                   _norm(norm, ngf * 8), nn.Dropout(dropout))
         ch = [ngf * 8, ngf * 8, ngf * 4, ngf * 2, ngf]
         ups = []
-        for a, b in zip(ch[:-1], ch[1:]):
-            ups += [nn.ReLU(), nn.ConvTranspose2d(a, b, 4, 2, 1, bias=bias), _norm(norm, b), nn.Dropout(dropout)]
-        ups += [nn.ReLU(), nn.ConvTranspose2d(ch[-1], out_channels, 4, 2, 1), nn.Tanh()]
+        for k, (a, b) in enumerate(zip(ch[:-1], ch[1:])):
+            ups += [nn.ReLU(), nn.ConvTranspose2d(a + self.skip_channels[k], b, 4, 2, 1, bias=bias), _norm(norm, b),
+                    nn.Dropout(dropout)]
+        ups += [nn.ReLU(), nn.ConvTranspose2d(ch[-1] + self.skip_channels[-1], out_channels, 4, 2, 1), nn.Tanh()]
         self.up = nn.Sequential(*ups)
         gan_init(self)
 
-    def forward(self, identity: torch.Tensor, pose: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def forward(self, identity: torch.Tensor, pose: torch.Tensor, noise: torch.Tensor,
+                pose_skips: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
         for name, t, d in (("identity", identity, self.id_dim), ("pose", pose, self.pose_dim),
                            ("noise", noise, self.noise_dim)):
             if t.dim() != 2 or t.shape[1] != d or t.shape[0] != identity.shape[0]:
                 raise ValueError(f"G's {name} input must be (B, {d}), got {tuple(t.shape)}")
+        if self.connect_layers and (pose_skips is None or len(pose_skips) != LEVELS):
+            raise ValueError(f"G with CONNECT_LAYERS {self.connect_layers} needs E_P's {LEVELS} intermediate maps "
+                             f"(PoseEncoder.forward_maps), got {None if pose_skips is None else len(pose_skips)}")
         z = torch.cat([identity, pose, noise], 1)[..., None, None]
-        return self.up(self.stem(z))
+        x = self.stem(z)
+        for i, layer in enumerate(self.up):
+            k = i // 4  # decoder layer: [ReLU, ConvTranspose, norm, dropout] each, the last [ReLU, ConvTranspose, tanh]
+            if i % 4 == 0 and k < self.connect_layers:
+                x = torch.cat([x, pose_skips[LEVELS - 1 - k]], 1)
+            x = layer(x)
+        return x
 
 
 class IdentityDiscriminator(nn.Module):

@@ -132,7 +132,11 @@ def pose_grid(model, queries: List[dict], poses: List[np.ndarray], seed: int = 0
 def reconstruction_errors(model, dataset, max_images: int = 200, seed: int = 0, batch: int = 32) -> Dict[str, float]:
     """Mean L1 (images in [-1, 1]) between G's output and the real image, for the first ``max_images`` images of
     ``dataset`` whose person has another image in that subset: ``own_pose`` (target = the image itself) and
-    ``other_pose`` (target = the next image of the same person: its pose, its pixels). Noise seeded by ``seed``."""
+    ``other_pose`` (target = the next image of the same person: its pose, its pixels). Two references that ignore
+    the pose: ``shuffled_pose`` (G given the pose of an image of another person, compared with the image itself: a
+    pose-driven G does worse than with its own pose) and ``constant_median`` / ``constant_mean`` (one image for
+    every target: the per-pixel median / mean of these images, the best constant under L1 / L2). Noise seeded by
+    ``seed``."""
     from tqdm import tqdm
 
     items = [dataset[i] for i in tqdm(range(min(max_images, len(dataset))), desc="reading", unit="img")]
@@ -146,19 +150,30 @@ def reconstruction_errors(model, dataset, max_images: int = 200, seed: int = 0, 
     for ids in by_pid.values():
         for a, b in zip(ids, ids[1:] + ids[:1]):
             other[a] = b
+    pid_of = [int(items[i]["targets"]) for i in idx]
+    shuffled = {}  # the first image after i (cyclically, in idx) of another person
+    for n, i in enumerate(idx):
+        k = next(idx[(n + d) % len(idx)] for d in range(1, len(idx) + 1)
+                 if pid_of[(n + d) % len(idx)] != pid_of[n] or d == len(idx))
+        shuffled[i] = k
     g = torch.Generator().manual_seed(seed)
-    sums = {"own_pose": 0.0, "other_pose": 0.0}
+    sums = {"own_pose": 0.0, "other_pose": 0.0, "shuffled_pose": 0.0}
     for s in tqdm(range(0, len(idx), batch), desc="reconstruction", unit="batch"):
         src = idx[s:s + batch]
         imgs = torch.stack([torch.as_tensor(items[i]["images"]).float() for i in src])
         ident = model.identity_features({"images": imgs})
         noise = torch.randn(len(src), model.generator.noise_dim, generator=g).to(ident.device)
-        for name, tgt in (("own_pose", src), ("other_pose", [other[i] for i in src])):
-            kp = torch.stack([torch.as_tensor(items[i]["keypoints"]).float() for i in tgt])
-            real = model.to_unit(torch.stack([torch.as_tensor(items[i]["images"]).float() for i in tgt]))
+        for name, pose_of, pixels_of in (("own_pose", src, src), ("other_pose", [other[i] for i in src],
+                                                                  [other[i] for i in src]),
+                                         ("shuffled_pose", [shuffled[i] for i in src], src)):
+            kp = torch.stack([torch.as_tensor(items[i]["keypoints"]).float() for i in pose_of])
+            real = model.to_unit(torch.stack([torch.as_tensor(items[i]["images"]).float() for i in pixels_of]))
             fake = model.generate(ident, model.pose_maps(kp), noise)
             sums[name] += float((fake - real).abs().mean(dim=(1, 2, 3)).sum())
     out = {k: v / len(idx) for k, v in sums.items()}
+    real = model.to_unit(torch.stack([torch.as_tensor(items[i]["images"]).float() for i in idx]))
+    out["constant_median"] = float((real - real.median(0, keepdim=True).values).abs().mean())
+    out["constant_mean"] = float((real - real.mean(0, keepdim=True)).abs().mean())
     out["images"] = float(len(idx))
     return out
 
@@ -174,14 +189,14 @@ def input_sensitivity(model, dataset, num_images: int = 16, seed: int = 0) -> Di
     g = torch.Generator().manual_seed(seed)
     kp = torch.stack([torch.as_tensor(it["keypoints"]).float() for it in items])
     ident = model.identity_features({"images": torch.stack([torch.as_tensor(it["images"]).float() for it in items])})
-    pose = model.pose_encoder(model.pose_maps(kp))
+    maps = model.pose_maps(kp)
     z = torch.randn(n, model.generator.noise_dim, generator=g).to(ident.device)
     z2 = torch.randn(n, model.generator.noise_dim, generator=g).to(ident.device)
     other = torch.roll(torch.arange(n), 1)
-    base = model.generator(ident, pose, z)
-    return {"pose": float((model.generator(ident, pose[other], z) - base).abs().mean()),
-            "identity": float((model.generator(ident[other], pose, z) - base).abs().mean()),
-            "noise": float((model.generator(ident, pose, z2) - base).abs().mean()), "images": float(n)}
+    base = model.generate(ident, maps, z)
+    return {"pose": float((model.generate(ident, maps[other], z) - base).abs().mean()),
+            "identity": float((model.generate(ident[other], maps, z) - base).abs().mean()),
+            "noise": float((model.generate(ident, maps, z2) - base).abs().mean()), "images": float(n)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -241,7 +256,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     if args.recon:
         err = reconstruction_errors(model, gallery, args.recon, args.seed)
         print(f"reconstruction L1 (images in [-1, 1]) on {int(err['images'])} {name} gallery images: own pose "
-              f"{err['own_pose']:.4f}, other pose of the same person {err['other_pose']:.4f}")
+              f"{err['own_pose']:.4f}, other pose of the same person {err['other_pose']:.4f}; ignoring the pose: "
+              f"shuffled target pose {err['shuffled_pose']:.4f}, constant image (median / mean) "
+              f"{err['constant_median']:.4f} / {err['constant_mean']:.4f}")
         out["recon"] = err
     if args.sensitivity:
         sens = input_sensitivity(model, gallery, args.sensitivity, args.seed)

@@ -351,9 +351,11 @@ class PoseGAN(PoseTransfer):
                              f"{g.POSE.JOINTS!r}")
         nj = len(JOINT_ORDERS[g.POSE.JOINTS])
         id_dim = ret["split"].out_channels
+        pose_encoder = PoseEncoder(nj, size, g.EP.DIM, g.EP.NGF, g.NORM)
         ret.update(
-            pose_encoder=PoseEncoder(nj, size, g.EP.DIM, g.EP.NGF, g.NORM),
-            generator=PoseGenerator(id_dim, g.EP.DIM, g.G.NOISE_DIM, size, g.G.NGF, g.G.DROPOUT, g.NORM),
+            pose_encoder=pose_encoder,
+            generator=PoseGenerator(id_dim, g.EP.DIM, g.G.NOISE_DIM, size, g.G.NGF, g.G.DROPOUT, g.NORM,
+                                    connect_layers=g.G.CONNECT_LAYERS, skip_channels=pose_encoder.channels),
             disc_id=IdentityDiscriminator(build_backbone(cfg), id_dim, g.DI.FIX_BN,
                                           cfg.MODEL.POSE_TRANSFER.BN_MIN_BATCH),
             disc_pose=PoseDiscriminator(3 + nj, g.DP.NDF, g.DP.LAYERS, g.NORM),
@@ -454,10 +456,19 @@ class PoseGAN(PoseTransfer):
 
     def generate(self, identity: torch.Tensor, target_maps: torch.Tensor,
                  noise: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """G(identity, E_P(target maps), noise) in [-1, 1]; noise N(0, 1) from ``generator`` when not given."""
+        """G(identity, E_P(target maps), noise) in [-1, 1] (with ``GAN.G.CONNECT_LAYERS`` G also reads E_P's
+        intermediate maps); noise N(0, 1) from ``generator`` when not given."""
         if noise is None:
             noise = torch.randn(len(identity), self.generator.noise_dim, generator=generator).to(identity.device)
-        return self.generator(identity, self.pose_encoder(target_maps), noise)
+        pose, skips = self.encode_pose(target_maps)
+        return self.generator(identity, pose, noise, skips)
+
+    def encode_pose(self, target_maps: torch.Tensor):
+        """E_P on pose maps: ``(pose feature, intermediate maps or None)``; the maps only when G connects them
+        (``GAN.G.CONNECT_LAYERS``)."""
+        if self.generator.connect_layers:
+            return self.pose_encoder.forward_maps(target_maps)
+        return self.pose_encoder(target_maps), None
 
     def gan_forward(self, batched_inputs, generator: Optional[torch.Generator] = None) -> Dict[str, object]:
         """E_I on the batch (with the head, for the model's own losses), target poses and same-pose pairs
