@@ -26,17 +26,20 @@ OSNET = REAL / "weights" / "osnet_x0_25_market1501.pth"
 NAMES = {"R50": "ResNet-50", "R18": "ResNet-18", "osnet_x0_25": "OSNet x0.25", "mnv2": "MobileNetV2 1.0x"}
 
 
-def model_cfg(name: str):
+def model_cfg(name: str, device: str = "cpu", osnet_weights=OSNET):
+    """The config of model ``name`` (``NAMES``) on ``device``; OSNet loads ``osnet_weights`` when that file exists
+    (else random weights)."""
     import fastreid_ext
 
     if name == "osnet_x0_25":
         from fastreid_ext.video.embed import TORCHREID_OSNET_CONFIG, load_cfg
 
-        opts = ["MODEL.BACKBONE.PRETRAIN_PATH", str(OSNET)] if OSNET.is_file() else ["MODEL.BACKBONE.PRETRAIN", "False"]
-        return load_cfg(TORCHREID_OSNET_CONFIG, opts)
+        w = str(osnet_weights) if osnet_weights and os.path.isfile(str(osnet_weights)) else ""
+        opts = ["MODEL.BACKBONE.PRETRAIN_PATH", w] if w else ["MODEL.BACKBONE.PRETRAIN", "False"]
+        return load_cfg(TORCHREID_OSNET_CONFIG, opts, device=device)
     cfg = fastreid_ext.get_cfg()
     cfg.merge_from_file(str(ROOT / "configs" / "Base-bagtricks.yml"))
-    common = ["MODEL.DEVICE", "cpu", "MODEL.HEADS.NUM_CLASSES", "1", "INPUT.SIZE_TEST", "[256, 128]"]
+    common = ["MODEL.DEVICE", device, "MODEL.HEADS.NUM_CLASSES", "1", "INPUT.SIZE_TEST", "[256, 128]"]
     if name == "mnv2":
         cfg.merge_from_list(common + ["MODEL.BACKBONE.NAME", "build_mobilenetv2_imagenet_backbone",
                                       "MODEL.BACKBONE.DEPTH", "1.0x", "MODEL.BACKBONE.FEAT_DIM", "1280",

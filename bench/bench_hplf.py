@@ -65,20 +65,25 @@ class PeakRSS:
         self.peak = max(self.peak, rss_mb())
 
 
-def make_cfg(meta_arch, r50=False, batch=None):
-    opts = ["MODEL.META_ARCHITECTURE", meta_arch, "MODEL.HEADS.NUM_CLASSES", "751"]
+def make_cfg(meta_arch, r50=False, batch=None, device="cpu"):
+    opts = ["MODEL.META_ARCHITECTURE", meta_arch, "MODEL.HEADS.NUM_CLASSES", "751", "MODEL.DEVICE", device]
     if batch:
         opts += ["SOLVER.IMS_PER_BATCH", str(batch)]
     if r50:
         return config_with("projects/HPLF/configs/Market1501/hplf_R50.yml", [
-            "MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAIN", "False", "SOLVER.AMP.ENABLED", "False", *opts])
+            "MODEL.BACKBONE.PRETRAIN", "False", "SOLVER.AMP.ENABLED", "False", *opts])
     return config_with("projects/HPLF/configs/SynthPed/hplf_R18.yml", opts)
 
 
-def bench_train(r50: bool, iters: int, warmup: int):
+def _sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def bench_train(r50: bool, iters: int, warmup: int, device: str = "cpu"):
     models = {}
     for name in ("Baseline", "HPLF"):
-        cfg = make_cfg(name, r50)
+        cfg = make_cfg(name, r50, device=device)
         torch.manual_seed(0)
         model = build_model(cfg)
         model.train()
@@ -88,8 +93,8 @@ def bench_train(r50: bool, iters: int, warmup: int):
     h, w = cfg.INPUT.SIZE_TRAIN
     k = cfg.DATALOADER.NUM_INSTANCE
     g = torch.Generator().manual_seed(0)
-    images = torch.rand(bs, 3, h, w, generator=g) * 255
-    targets = torch.arange(bs) // k
+    images = (torch.rand(bs, 3, h, w, generator=g) * 255).to(device)
+    targets = (torch.arange(bs) // k).to(device)
 
     def step(name):
         model, opt = models[name]
@@ -100,6 +105,7 @@ def bench_train(r50: bool, iters: int, warmup: int):
         opt.zero_grad()
         loss.backward()
         opt.step()
+        _sync(device)
         return time.perf_counter() - t0
 
     times = {n: [] for n in models}
@@ -161,6 +167,7 @@ def main():
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--skip-eval", action="store_true")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--device", default="cpu", help="device of the train-iteration part (cpu, cuda)")
     ap.add_argument("--out", default=result_path("hplf.md"))
     args = ap.parse_args()
     set_threads(args.threads)
@@ -186,9 +193,9 @@ def main():
         print("\n".join(lines), flush=True)
         printed = len(lines)
     if not args.skip_train:
-        rows = [bench_train(False, args.iters, args.warmup)]
+        rows = [bench_train(False, args.iters, args.warmup, args.device)]
         if args.r50:
-            rows.append(bench_train(True, args.r50_iters, 1))
+            rows.append(bench_train(True, args.r50_iters, 1, args.device))
         lines += ["## Train iteration (forward + backward + Adam), median over interleaved iterations", "",
                   "| setting | Baseline (s) | HPLF (s) | HPLF / Baseline (median) | ratio of best |",
                   "| --- | --- | --- | --- | --- |"]

@@ -24,12 +24,12 @@ from fastreid.modeling.meta_arch import build_model  # noqa: E402
 from fastreid.solver import build_optimizer  # noqa: E402
 
 
-def make_cfg(arch, depth, size, classes, base="Baseline"):
+def make_cfg(arch, depth, size, classes, base="Baseline", device="cpu"):
     feat = 512 if depth in ("18x", "34x") else 2048
     return config_with("configs/Base-SynthPed.yml", [
         "MODEL.META_ARCHITECTURE", arch, "MODEL.MMT.BASE_ARCH", base, "MODEL.BACKBONE.DEPTH", depth,
         "MODEL.BACKBONE.FEAT_DIM", str(feat), "MODEL.HEADS.NUM_CLASSES", str(classes),
-        "INPUT.SIZE_TRAIN", str(list(size)), "MODEL.DEVICE", "cpu", "SOLVER.OPT", "Adam"])
+        "INPUT.SIZE_TRAIN", str(list(size)), "MODEL.DEVICE", device, "SOLVER.OPT", "Adam"])
 
 
 def time_steps(model, batch, iters, warmup, mmt):
@@ -45,6 +45,8 @@ def time_steps(model, batch, iters, warmup, mmt):
         opt.step()
         if mmt:
             model.update_mean_nets()
+        if torch.cuda.is_available() and model.device.type == "cuda":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     t = sorted(times[warmup:])
     return t[len(t) // 2], sum(t) / len(t)
@@ -60,6 +62,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--base", default="Baseline", help="MMT's BASE_ARCH for the MMT row (Baseline or RBNet)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--out", default=result_path("mmt.md"))
     args = ap.parse_args()
     set_threads(args.threads)
@@ -72,6 +75,7 @@ def main():
             kp = torch.rand(b, 17, 3) * torch.tensor([w - 1.0, h - 1.0, 1.0])
             kp[..., 2] = 1.0
             batch[k] = kp
+    batch = {k: v.to(args.device) for k, v in batch.items()}
 
     from fastreid.utils.events import EventStorage
 
@@ -80,7 +84,7 @@ def main():
     storage.__enter__()
     archs = ("Baseline", "MMT") if args.base == "Baseline" else ("Baseline", args.base, "MMT")
     for arch in archs:
-        cfg = make_cfg(arch, args.depth, args.size, args.classes, args.base)
+        cfg = make_cfg(arch, args.depth, args.size, args.classes, args.base, args.device)
         model = build_model(cfg)
         model.cfg_for_bench = cfg
         if arch == "MMT":
@@ -94,7 +98,8 @@ def main():
         rows.append((arch if arch != "MMT" else f"MMT ({args.base})", med, mean))
         print(rows[-1], flush=True)
     ratio = rows[-1][1] / rows[-2][1]  # MMT over its base model (Baseline or RBNet)
-    lines = [f"MMT vs {args.base} training iteration, ResNet-{args.depth[:-1]}, batch {b}, {h}x{w}, Adam, CPU "
+    lines = [f"MMT vs {args.base} training iteration, ResNet-{args.depth[:-1]}, batch {b}, {h}x{w}, Adam, "
+             f"{args.device} "
              f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores shared, "
              f"{torch.get_num_threads()} torch threads), median of {args.iters} after {args.warmup} warm-up.", "",
              f"| model | s / iteration (median) | s / iteration (mean) | ratio to Baseline | ratio to {args.base} |",

@@ -36,7 +36,7 @@ SETUPS = {
 }
 
 
-def build(config, variant, freeze, opts):
+def build(config, variant, freeze, opts, device="cpu"):
     import fastreid_ext
     from fastreid.modeling.meta_arch import build_model
 
@@ -44,8 +44,8 @@ def build(config, variant, freeze, opts):
 
     cfg = fastreid_ext.get_cfg()
     cfg.merge_from_file(str(ROOT / config))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.HEADS.NUM_CLASSES", "16", "MODEL.POSE_TRANSFER.VARIANT", variant,
-                         "MODEL.POSE_TRANSFER.FREEZE", freeze] + list(opts))
+    cfg.merge_from_list(["MODEL.DEVICE", device, "MODEL.HEADS.NUM_CLASSES", "16",
+                         "MODEL.POSE_TRANSFER.VARIANT", variant, "MODEL.POSE_TRANSFER.FREEZE", freeze] + list(opts))
     model = build_model(cfg)
     opt = trainer_class(cfg).build_optimizer(cfg, model)  # what training uses (per-parameter, FastReID's groups)
     opt = opt[0] if isinstance(opt, tuple) else opt

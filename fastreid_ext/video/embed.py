@@ -45,6 +45,8 @@ def torchreid_osnet_cfg(weights: str, arch: str = "osnet_x0_25", device: str = "
 
 
 RESIZE_METHODS = ("pil", "fast")
+#: ``ReidEmbedder(precision=...)``: the network in float32, or under ``torch.autocast`` in float16 / bfloat16
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def _resize_one(c: np.ndarray, h: int, w: int, method: str) -> np.ndarray:
@@ -86,11 +88,17 @@ class ReidEmbedder:
     with its own mask stage (``JointIBN`` with ``MODEL.JOINT_IBN.ENABLED``) gets them as
     ``batched_inputs["masks"]`` (all-ones masks when none are given, with a warning); any other model gets
     the crops already multiplied by the mask (``fill`` as in :mod:`fastreid_ext.functional.background`).
+
+    ``precision``: ``fp32``, or ``fp16`` / ``bf16`` to run the network under ``torch.autocast`` on its device
+    (features are returned as float32 either way).
     """
 
-    def __init__(self, cfg, batch_size: int = 32, fill: str = "zero"):
+    def __init__(self, cfg, batch_size: int = 32, fill: str = "zero", precision: str = "fp32"):
         import fastreid_ext  # noqa: F401  (compat + registrations)
         from fastreid.modeling import build_model
+
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
         from fastreid.utils.checkpoint import Checkpointer
 
         cfg = cfg.clone()
@@ -112,6 +120,7 @@ class ReidEmbedder:
         self.fill = fill
         self.model_masks = bool(getattr(self.model, "requires_masks", False))
         self.pixel_mean = list(cfg.MODEL.PIXEL_MEAN)
+        self.precision = precision
         self._warned = False
 
     def preprocess(self, crops: Sequence[np.ndarray], masks: Optional[Sequence[Optional[np.ndarray]]] = None):
@@ -137,7 +146,9 @@ class ReidEmbedder:
                 inputs["masks"] = mb
             elif mb is not None:
                 inputs["images"] = remove_background(xb, mb, self.fill, pixel_mean=self.pixel_mean)
-            f = self.model(inputs)
+            dtype = PRECISIONS[getattr(self, "precision", "fp32")]
+            with torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext():
+                f = self.model(inputs)
             outs.append(F.normalize(f.float(), dim=1).cpu())
         return torch.cat(outs) if outs else torch.zeros(0, 1)
 
@@ -151,11 +162,11 @@ class ReidEmbedder:
 def build_embedder(config_file: Optional[str] = None, opts: Sequence[str] = (), weights: Optional[str] = None,
                    torchreid_weights: Optional[str] = None, torchreid_arch: str = "osnet_x0_25",
                    device: str = "cpu", batch_size: int = 32, fill: str = "zero", onnx: Optional[str] = None,
-                   threads: int = 0, resize: str = "pil"):
+                   threads: int = 0, resize: str = "pil", precision: str = "fp32"):
     """A FastReID config (+ ``MODEL.WEIGHTS``), or torchreid OSNet weights through the bridge; with ``onnx`` (a file
     exported by ``tools/export_onnx.py``) an onnxruntime embedder (:class:`fastreid_ext.deploy.ort_embedder.
     OrtEmbedder`), refused when a config / weights given with it describe another model. ``resize``: see
-    :func:`resize_crops`."""
+    :func:`resize_crops`; ``precision`` (PyTorch only): see :class:`ReidEmbedder`."""
     if onnx:
         from ..deploy.ort_embedder import OrtEmbedder
 
@@ -173,7 +184,7 @@ def build_embedder(config_file: Optional[str] = None, opts: Sequence[str] = (), 
         cfg = load_cfg(config_file, opts, weights, device)
     else:
         raise ValueError("give a FastReID config (--config-file, with MODEL.WEIGHTS) or --torchreid-weights")
-    emb = ReidEmbedder(cfg, batch_size=batch_size, fill=fill)
+    emb = ReidEmbedder(cfg, batch_size=batch_size, fill=fill, precision=precision)
     emb.resize = resize
     return emb
 
