@@ -36,6 +36,18 @@ __all__ = ["STRIP_PANELS", "rbnet_strip", "backbone_maps", "model_strip", "write
 STRIP_PANELS = ("image", "heatmaps", "mask", "b1 conv1", "b1 layer4", "b2 conv1", "b2 layer4")
 
 
+def _with_keypoints(img: np.ndarray, keypoints: Optional[np.ndarray]) -> np.ndarray:
+    """A copy of ``img`` with the visible ``keypoints`` ((K, 3): x, y, score > 0) drawn as small white dots."""
+    import cv2
+
+    first = img.copy()
+    if keypoints is not None:
+        for x, y, s in np.asarray(keypoints):
+            if s > 0:
+                cv2.circle(first, (int(round(x)), int(round(y))), 1, (255, 255, 255), -1)
+    return first
+
+
 def rbnet_strip(image, maps: dict, index: int, alpha: float = 0.5, scale: int = 2,
                 keypoints: Optional[np.ndarray] = None, extra: Optional[Dict[str, "torch.Tensor"]] = None
                 ) -> Tuple[np.ndarray, List[str]]:
@@ -47,18 +59,13 @@ def rbnet_strip(image, maps: dict, index: int, alpha: float = 0.5, scale: int = 
     ``extra``: more ``{panel name: (B, C, h, w) features}`` drawn as activation maps after them (another model's,
     e.g. :func:`backbone_maps` of a Baseline for Fig. 4).
     Returns ``(strip (H', W', 3) uint8 RGB, panel names)``."""
-    import cv2
     import torch.nn.functional as F
 
     from ..utils.visualize import activation_maps, gray_panel, hstack_panels, label_panel, overlay, to_uint8_rgb
 
     img = to_uint8_rgb(image)
     h, w = img.shape[:2]
-    first = img.copy()
-    if keypoints is not None:
-        for x, y, s in np.asarray(keypoints):
-            if s > 0:
-                cv2.circle(first, (int(round(x)), int(round(y))), 1, (255, 255, 255), -1)
+    first = _with_keypoints(img, keypoints)
     heat = maps["heatmaps"][index:index + 1].detach().float().amax(1, keepdim=True)
     heat = F.interpolate(heat, size=(h, w), mode="bilinear", align_corners=False)[0, 0].clamp(min=0).cpu().numpy()
     heat = heat / max(float(heat.max()), 1e-6)
@@ -126,17 +133,12 @@ def model_strip(image, maps: Dict[str, "torch.Tensor"], index: int, alpha: float
                 keypoints: Optional[np.ndarray] = None) -> Tuple[np.ndarray, List[str]]:
     """A strip for a model without RBNet's maps: image | activation map of each ``maps`` entry (e.g.
     :func:`backbone_maps`). Returns ``(strip, panel names)``."""
-    import cv2
 
     from ..utils.visualize import activation_maps, hstack_panels, label_panel, overlay, to_uint8_rgb
 
     img = to_uint8_rgb(image)
     h, w = img.shape[:2]
-    first = img.copy()
-    if keypoints is not None:
-        for x, y, sc in np.asarray(keypoints):
-            if sc > 0:
-                cv2.circle(first, (int(round(x)), int(round(y))), 1, (255, 255, 255), -1)
+    first = _with_keypoints(img, keypoints)
     names = ["image"] + list(maps)
     panels = [first] + [overlay(img, activation_maps(f[index:index + 1], (h, w))[0], alpha) for f in maps.values()]
     return hstack_panels([label_panel(p, n, scale) for p, n in zip(panels, names)]), names
