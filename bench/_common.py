@@ -108,3 +108,12 @@ def write_report(text: str, out: str, shown: Optional[str] = None) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         f.write(text.rstrip("\n") + "\n")
+
+
+def proc_status_mb(key: str) -> float:
+    """``VmHWM`` (peak) or ``VmRSS`` (current) resident memory of this process in MB, from /proc/self/status."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")

@@ -28,16 +28,8 @@ import tempfile
 import time
 
 import numpy as np
-from _common import add_threads_arg, result_path, set_threads, write_report  # bench/_common.py
+from _common import add_threads_arg, proc_status_mb, result_path, set_threads, write_report  # bench/_common.py
 from bench_jaccard import market_like
-
-
-def _vm(key: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def worker(index: str, n: int, dim: int, k1: int, k2: int, rho: float, labels_out: str) -> dict:
@@ -47,12 +39,12 @@ def worker(index: str, n: int, dim: int, k1: int, k2: int, rho: float, labels_ou
     from fastreid_ext.functional.clustering import graph_from_pairs
 
     x, ids = market_like(n, dim)
-    res = {"index": index, "n": n, "rss_before_mb": _vm("VmRSS"), "rho": rho}
+    res = {"index": index, "n": n, "rss_before_mb": proc_status_mb("VmRSS"), "rho": rho}
     info = {}
     t0 = time.perf_counter()
     rank = J.knn_search(x, k1, index=index, info=info)
     t1 = time.perf_counter()
-    res["peak_knn_mb"] = _vm("VmHWM")
+    res["peak_knn_mb"] = proc_status_mb("VmHWM")
     v = J.jaccard_weights(x, k1, k2, normalize=False, rank=rank)
     t2 = time.perf_counter()
     stats = {}
@@ -63,7 +55,7 @@ def worker(index: str, n: int, dim: int, k1: int, k2: int, rho: float, labels_ou
     labels = DBSCAN(eps=eps, min_samples=4, metric="precomputed", n_jobs=1).fit_predict(g)
     t4 = time.perf_counter()
     res.update(t_knn=t1 - t0, t_weights=t2 - t1, t_jaccard_eps=t3 - t2, t_dbscan=t4 - t3, total=t4 - t0,
-               eps=eps, peak_mb=_vm("VmHWM"), clusters=int(labels.max() + 1), outliers=int((labels < 0).sum()),
+               eps=eps, peak_mb=proc_status_mb("VmHWM"), clusters=int(labels.max() + 1), outliers=int((labels < 0).sum()),
                pairs_per_row=(2 * stats["pairs"] - n) / n, info=info)
     if "recall" not in info:  # exact arms: self-check on 300 queries (cheap)
         res["recall"] = 1.0 if index in ("torch", "flat_l2") else J.knn_recall(x, rank, 300)

@@ -29,7 +29,7 @@ import tempfile
 import time
 
 import numpy as np
-from _common import result_path, write_report  # bench/_common.py (puts the repository root on sys.path)
+from _common import proc_status_mb, result_path, write_report  # bench/_common.py (puts the repository root on sys.path)
 
 
 def market_like(n: int, d: int = 2048, imgs_per_id: float = 17.2, rank: int = 0, noise: float = 0.85,
@@ -60,14 +60,6 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _current_rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
 def worker(kind: str, n: int, dim: int, k1: int, k2: int, index: str, labels_out: str,
            compare_eps: float = 0.0, rho: float = 1.6e-3) -> dict:
     import fastreid_ext  # noqa: F401  (compat: CPU faiss for FastReID's function)
@@ -75,7 +67,7 @@ def worker(kind: str, n: int, dim: int, k1: int, k2: int, index: str, labels_out
     from fastreid_ext.functional.clustering import dbscan_sparse
 
     x, ids = market_like(n, dim)
-    base = _current_rss_mb()
+    base = proc_status_mb("VmRSS")
     res = {"kind": kind, "n": n, "rss_before_mb": base, "rho": rho}
     if kind == "dense":
         import torch

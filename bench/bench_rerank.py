@@ -36,7 +36,7 @@ import tempfile
 import time
 
 import numpy as np
-from _common import add_threads_arg, result_path, set_threads, write_report  # bench/_common.py
+from _common import add_threads_arg, proc_status_mb, result_path, set_threads, write_report  # bench/_common.py
 
 
 def market_query_gallery(dim: int = 2048, num_q: int = 3368, num_g: int = 15913, num_ids: int = 751,
@@ -65,15 +65,6 @@ def market_query_gallery(dim: int = 2048, num_q: int = 3368, num_g: int = 15913,
     return np.ascontiguousarray(x, dtype=np.float32), pids, camids, num_q
 
 
-def _vm(key: str) -> float:
-    """``VmHWM`` (peak) or ``VmRSS`` of this process in MB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
 def worker(arm: str, dim: int, out_npy: str) -> dict:
     import torch
 
@@ -85,7 +76,7 @@ def worker(arm: str, dim: int, out_npy: str) -> dict:
     feats = torch.from_numpy(x)
     patched = reid_evaluation.build_dist
     original = patched.__wrapped__  # FastReID's build_dist (dense compute_jaccard_distance)
-    res = {"arm": arm, "n": int(x.shape[0]), "num_query": nq, "rss_before_mb": _vm("VmRSS")}
+    res = {"arm": arm, "n": int(x.shape[0]), "num_query": nq, "rss_before_mb": proc_status_mb("VmRSS")}
 
     def timed_build_dist(f1, f2, metric="euclidean", **kw):
         if metric != "jaccard":
@@ -102,7 +93,7 @@ def worker(arm: str, dim: int, out_npy: str) -> dict:
         else:
             raise ValueError(arm)
         res["t_jaccard"] = time.perf_counter() - t0
-        res["peak_after_jaccard_mb"] = _vm("VmHWM")
+        res["peak_after_jaccard_mb"] = proc_status_mb("VmHWM")
         np.save(out_npy, np.asarray(d, dtype=np.float32))
         return d
 
@@ -115,7 +106,7 @@ def worker(arm: str, dim: int, out_npy: str) -> dict:
     t0 = time.perf_counter()
     metrics = ev.evaluate()
     res["t_evaluate"] = time.perf_counter() - t0
-    res["peak_mb"] = _vm("VmHWM")
+    res["peak_mb"] = proc_status_mb("VmHWM")
     res["metrics"] = {k: float(v) for k, v in metrics.items()}
     return res
 
@@ -127,17 +118,17 @@ def worker_zhong(dim: int, out_npy: str) -> dict:
     from fastreid.evaluation.rerank import re_ranking
 
     x, pids, camids, nq = market_query_gallery(dim)
-    res = {"arm": "zhong", "n": int(x.shape[0]), "num_query": nq, "rss_before_mb": _vm("VmRSS")}
+    res = {"arm": "zhong", "n": int(x.shape[0]), "num_query": nq, "rss_before_mb": proc_status_mb("VmRSS")}
     q, g = x[:nq], x[nq:]
     t0 = time.perf_counter()
     qg, qq, gg = 1 - q @ g.T, 1 - q @ q.T, 1 - g @ g.T
     d = re_ranking(qg, qq, gg, k1=20, k2=6, lambda_value=0.3)
     res["t_jaccard"] = time.perf_counter() - t0
-    res["peak_after_jaccard_mb"] = _vm("VmHWM")
+    res["peak_after_jaccard_mb"] = proc_status_mb("VmHWM")
     del qq, gg
     cmc, ap, inp = evaluate_rank(d, pids[:nq], pids[nq:], camids[:nq], camids[nq:])
     res["t_evaluate"] = 0.0
-    res["peak_mb"] = _vm("VmHWM")
+    res["peak_mb"] = proc_status_mb("VmHWM")
     res["metrics"] = {"Rank-1": cmc[0] * 100, "Rank-5": cmc[4] * 100, "Rank-10": cmc[9] * 100,
                       "mAP": float(np.mean(ap)) * 100, "mINP": float(np.mean(inp)) * 100}
     res["metrics"] = {k: float(v) for k, v in res["metrics"].items()}
