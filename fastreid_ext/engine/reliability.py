@@ -87,14 +87,18 @@ def check_losses_finite(loss_dict: Mapping[str, torch.Tensor], iteration: int, c
     if not bad:
         return
     terms = ", ".join(f"{k} = {float(v.float().mean())}" for k, v in bad.items())
-    hint = ""
-    if cfg is not None:
-        last = last_checkpoint_name(cfg.OUTPUT_DIR) if cfg.OUTPUT_DIR else "none"
-        hint = (f" The last good checkpoint stays the last one ({last} in {cfg.OUTPUT_DIR}); lower SOLVER.BASE_LR "
-                f"(now {cfg.SOLVER.BASE_LR:g}) or set SOLVER.CLIP_GRADIENTS.ENABLED True, then start again or "
-                f"--resume.")
+    hint = _stop_hint(cfg, ", then start again or --resume.")
     raise NonFiniteLossError(f"loss {terms} is not finite at iteration {iteration} (rank {comm.get_rank()}): "
                              f"training stopped before the optimizer step.{hint}")
+
+
+def _stop_hint(cfg, tail: str = ".") -> str:
+    """What a stopped run tells the user: the last good checkpoint and the options to change (empty without cfg)."""
+    if cfg is None:
+        return ""
+    last = last_checkpoint_name(cfg.OUTPUT_DIR) if cfg.OUTPUT_DIR else "none"
+    return (f" The last good checkpoint stays the last one ({last} in {cfg.OUTPUT_DIR}); lower SOLVER.BASE_LR "
+            f"(now {cfg.SOLVER.BASE_LR:g}) or set SOLVER.CLIP_GRADIENTS.ENABLED True{tail}")
 
 
 #: a loss term this many times its value at the first iteration of the run (at least 1.0) is a divergence:
@@ -124,11 +128,7 @@ class DivergenceGuard:
                 bad.append(f"{k} = {x:.4g} (was {ref:.4g} at the start)")
         if not bad:
             return
-        hint = ""
-        if cfg is not None:
-            last = last_checkpoint_name(cfg.OUTPUT_DIR) if cfg.OUTPUT_DIR else "none"
-            hint = (f" The last good checkpoint stays the last one ({last} in {cfg.OUTPUT_DIR}); lower SOLVER.BASE_LR "
-                    f"(now {cfg.SOLVER.BASE_LR:g}) or set SOLVER.CLIP_GRADIENTS.ENABLED True.")
+        hint = _stop_hint(cfg)
         raise LossDivergenceError(
             f"loss {', '.join(bad)} grew more than {self.factor:g}-fold at iteration {iteration} (rank "
             f"{comm.get_rank()}): the training diverged; stopped before the optimizer step.{hint}")
