@@ -35,7 +35,10 @@ def add_mmt_config(cfg):
     _C.UDA.MIN_SAMPLES = 4
     _C.UDA.K1 = 30  # k-reciprocal Jaccard distance
     _C.UDA.K2 = 6
-    _C.UDA.KNN_INDEX = "auto"  # faiss: auto (exact flat_l2 up to 50k samples, IVF above) | flat_l2 | flat_ip | ivf
+    # kNN of the Jaccard distance (fastreid_ext/functional/jaccard.py knn_search): auto (exact torch search up to
+    # 50,000 samples, approx above) | torch | approx (PCA + bf16 candidates, exact re-rank, recall-checked) |
+    # flat_l2 | flat_ip | ivf (faiss)
+    _C.UDA.KNN_INDEX = "auto"
     _C.UDA.OUTLIERS = "drop"  # drop (MMT) | keep (each outlier its own class)
     _C.UDA.CLUSTER_EVERY = 1  # re-cluster every N epochs
     _C.UDA.RESET_OPTIMIZER = True  # clear the optimizer state at every re-clustering (MMT builds a new Adam)
