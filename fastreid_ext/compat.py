@@ -19,6 +19,8 @@ import collections
 import collections.abc
 import functools
 import logging
+import os
+import pickle
 import sys
 import types
 import warnings
@@ -236,45 +238,122 @@ def _optimizer_not_contiguous() -> bool:
     return True
 
 
-def _torch_load_defaults_to_weights_only() -> bool:
-    import inspect
+#: environment variable: ``1`` loads a checkpoint that holds other Python objects than tensors and the known-safe
+#: types below with ``weights_only=False`` (full unpickling: only for files the user trusts)
+TRUST_CHECKPOINTS_ENV = "FASTREID_EXT_TRUST_CHECKPOINTS"
 
+#: globals a FastReID / fastreid_ext checkpoint may hold besides what torch's weights-only unpickler allows by
+#: default: they rebuild plain data and run no code of the file's choosing (numpy arrays and scalars, e.g. in
+#: FastReID model-zoo files and older checkpoints; the ``collections`` mappings of older torch's state dicts and
+#: schedulers). Dict subclasses that need SETITEM (yacs ``CfgNode``, ``defaultdict``) cannot be rebuilt by
+#: torch's weights-only unpickler at all: such a file needs the opt-in (fastreid_ext's checkpoints hold none).
+SAFE_CHECKPOINT_GLOBALS = (
+    "numpy.ndarray", "numpy.dtype",
+    "numpy.core.multiarray._reconstruct", "numpy.core.multiarray.scalar",
+    "numpy._core.multiarray._reconstruct", "numpy._core.multiarray.scalar",
+    "collections.OrderedDict", "collections.Counter",
+)
+_SAFE_GLOBAL_PATTERN = r"numpy\.dtypes\.\w+DType"  # numpy >= 1.25's dtype classes (Float32DType, ...)
+
+
+class UntrustedCheckpointError(pickle.UnpicklingError):
+    """A checkpoint holds Python objects whose unpickling could run code: refused unless the user opts in."""
+
+
+def _is_safe_global(name: str) -> bool:
+    import re
+
+    return name in SAFE_CHECKPOINT_GLOBALS or re.fullmatch(_SAFE_GLOBAL_PATTERN, name) is not None
+
+
+def _resolve_global(name: str):
+    import importlib
+
+    module, _, attr = name.rpartition(".")
+    try:
+        with warnings.catch_warnings():  # numpy 2 warns on numpy.core
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _names_in_error(error: Exception) -> List[str]:
+    """The global or class torch's weights-only unpickler refused, as its error names it."""
+    import re
+
+    return [a or b for a, b in re.findall(r"GLOBAL ([\w.]+)|got <class '([\w.]+)'>", str(error))]
+
+
+def _globals_in(f, error: Exception) -> List[str]:
+    """The globals of checkpoint ``f`` that torch's weights-only unpickler does not allow: all of them from the
+    archive when torch can list them, else the one its error names (legacy, non-zip files)."""
     import torch
 
     try:
-        default = inspect.signature(torch.load).parameters["weights_only"].default
-    except (KeyError, ValueError):
-        return False
-    # torch >= 2.6 uses None meaning "True unless TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set".
-    return default is None or default is True
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(f))
+    except Exception:  # noqa: BLE001  (old torch, legacy format, file object)
+        return _names_in_error(error)
 
 
 def trusted_torch_load(f, map_location="cpu"):
-    """``torch.load`` for checkpoints the user chose to load (FastReID's and ours).
+    """``torch.load`` for checkpoints the user chose to load (``MODEL.WEIGHTS``, ``--resume``; FastReID's and ours).
 
-    Tries the safe ``weights_only=True`` loader first; a checkpoint holding other Python objects (numpy
-    arrays, config nodes) is loaded with ``weights_only=False`` and a logged warning naming the file.
-    """
-    import pickle
-
+    Always torch's weights-only unpickler (no code from the file runs): first with its defaults (tensors, plain
+    containers, numbers, strings: all a fastreid_ext checkpoint holds); a file that also holds numpy arrays /
+    scalars (or, with older torch, ``OrderedDict`` / ``Counter``) is loaded allowing exactly those globals
+    (:data:`SAFE_CHECKPOINT_GLOBALS`) and a warning naming them. Any other global (a pickled class or function)
+    is refused with :class:`UntrustedCheckpointError` naming the file and the globals, unless
+    ``FASTREID_EXT_TRUST_CHECKPOINTS=1`` is set: then the file is fully unpickled (``weights_only=False``)."""
     import torch
 
     try:
         return torch.load(f, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as e:
+    except pickle.UnpicklingError as e:
+        last_error = e
+    names = _globals_in(f, last_error)
+    unsafe = [n for n in names if not _is_safe_global(n)]
+    if names and not unsafe and hasattr(torch.serialization, "safe_globals"):  # torch >= 2.5
+        allowed = [(obj, n) for n in names if (obj := _resolve_global(n)) is not None]
+        for _ in range(len(SAFE_CHECKPOINT_GLOBALS) + 8):  # legacy files name one global per failure
+            try:
+                with torch.serialization.safe_globals(allowed):
+                    obj = torch.load(f, map_location=map_location, weights_only=True)
+                logging.getLogger("fastreid_ext").warning(
+                    "%s is not a weights-only checkpoint: it holds %s; loaded with torch's weights-only unpickler "
+                    "allowing exactly these known-safe types", f, ", ".join(n for _, n in allowed))
+                return obj
+            except pickle.UnpicklingError as e:
+                last_error = e
+                # classes the allowed ones build (numpy.dtypes.Int64DType) are named only by the error
+                more = [n for n in _names_in_error(e) if n not in {x for _, x in allowed}]
+                unsafe = [n for n in more if not _is_safe_global(n)]
+                if unsafe or not more:
+                    break
+                allowed += [(obj, n) for n in more if (obj := _resolve_global(n)) is not None]
+    trust = os.environ.get(TRUST_CHECKPOINTS_ENV, "") == "1"
+    offending = ", ".join(unsafe or _names_in_error(last_error)) or "see torch's error above"
+    if trust:
         logging.getLogger("fastreid_ext").warning(
-            "%s is not a weights-only checkpoint (%s); loading it as a trusted local file.",
-            f, str(e).splitlines()[0][:200])
+            "%s holds Python objects beyond tensors (%s): fully unpickled (weights_only=False) because %s=1",
+            f, offending, TRUST_CHECKPOINTS_ENV)
         return torch.load(f, map_location=map_location, weights_only=False)
+    raise UntrustedCheckpointError(
+        f"refusing to load {f}: it holds Python objects that unpickling could run code with ({offending}), not "
+        f"only tensors and known-safe types. If you trust this file, set {TRUST_CHECKPOINTS_ENV}=1 to load it "
+        f"anyway (fully unpickled), or re-save its tensors: torch.save({{'model': state_dict}}, path)")
 
 
 @_patch("torch_load_weights_only", "fastreid",
-        "torch>=2.6 defaults torch.load to weights_only=True, which rejects FastReID checkpoints with "
-        "numpy/pickled objects")
+        "FastReID's Checkpointer unpickles MODEL.WEIGHTS / --resume files fully (code can run), torch>=2.6 rejects "
+        "their numpy objects: load weights-only with known-safe numpy globals, other objects only with an opt-in")
 def _torch_load() -> bool:
-    import fastreid.utils.checkpoint as ckpt
+    import inspect
 
-    if not _torch_load_defaults_to_weights_only():
+    import fastreid.utils.checkpoint as ckpt
+    import torch
+
+    if "weights_only" not in inspect.signature(torch.load).parameters:  # torch < 1.13: no safe loader to use
         return False
     if getattr(ckpt.Checkpointer._load_file, "__fastreid_ext_patched__", False):
         return False

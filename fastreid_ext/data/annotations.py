@@ -151,13 +151,17 @@ class AnnotationIndex:
         p = self.mask_path(img_path)
         return None if p is None else read_mask(p)
 
-    def coverage(self, img_paths: Iterable[str]) -> Tuple[int, int, list]:
-        """(with keypoints, total, first few missing paths) over ``img_paths``."""
+    def coverage(self, img_paths: Iterable[str], what: str = "keypoints") -> Tuple[int, int, list]:
+        """(with ``what`` -- ``"keypoints"`` or ``"masks"`` --, total, first few missing paths) over ``img_paths``
+        (fastreid_ext/data/checks.py checks the images a run will read with it before training)."""
+        if what not in ("keypoints", "masks"):
+            raise ValueError(f"coverage of 'keypoints' or 'masks', not {what!r}")
+        found = self.keypoints if what == "keypoints" else self.mask_path
         n = have = 0
         missing = []
         for p in img_paths:
             n += 1
-            if self.keypoints(p) is not None:
+            if found(p) is not None:
                 have += 1
             elif len(missing) < 5:
                 missing.append(p)

@@ -26,6 +26,8 @@ import sys
 import fastreid_ext  # noqa: F401  (compat + registrations, before anything of fastreid)
 from fastreid.engine import default_argument_parser, default_setup, launch
 
+from ..data.annotations import AnnotationError
+from ..data.checks import DataCheckError
 from ..utils.malloc import keep_freed_memory
 from . import reliability
 from .trainer import Trainer, build_trainer, setup_ext_logger, trainer_class
@@ -97,7 +99,8 @@ def main(argv=None):
     try:
         launch(run, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                dist_url=args.dist_url, args=(args,))
-    except reliability.ConfigError as e:  # a clear message, no traceback
+    except (reliability.ConfigError, fastreid_ext.compat.UntrustedCheckpointError, DataCheckError,
+            AnnotationError) as e:  # a clear message, no traceback
         raise SystemExit(f"error: {e}") from None
     except KeyboardInterrupt:
         print("interrupted: the unfinished model was not evaluated; --resume continues from the last checkpoint in "

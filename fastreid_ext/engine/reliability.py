@@ -296,11 +296,13 @@ def is_readable_checkpoint(path: str) -> bool:
                 return len(z.namelist()) > 0
         except (zipfile.BadZipFile, OSError):
             return False
-    try:
-        from ..compat import trusted_torch_load
+    from ..compat import UntrustedCheckpointError, trusted_torch_load
 
+    try:
         trusted_torch_load(path)
         return True
+    except UntrustedCheckpointError:  # readable, but refused: say so, do not fall back to another file
+        raise
     except Exception:  # noqa: BLE001  (any failure to read means: not usable)
         return False
 

@@ -115,7 +115,9 @@ class Trainer(DefaultTrainer):
                             f"{own.__module__}.{own.__qualname__}: build the trainer with "
                             f"fastreid_ext.engine.build_trainer(cfg)")
         self.seed_once(cfg)
-        super().__init__(cfg)
+        super().__init__(cfg)  # builds the training loader: its images and annotations are checked there
+        # the test sets too, before training: an empty query/gallery or a broken image fails now, not after it
+        data_build.check_test_sets(cfg, keypoints=data_build.keypoints_used_at_test(cfg))
         # random states in every checkpoint: a resumed run continues like the uninterrupted one (resume_or_load)
         self.checkpointer.checkpointables.setdefault("rng", reliability.RNGStates())
 
