@@ -41,6 +41,31 @@ def specs(mmt_weights):
     ]
 
 
+# Options under which a 2-process run (2 x IMS_PER_BATCH/2) computes what the 1-process run (1 x IMS_PER_BATCH) with the
+# same seed computes, up to the order of floating-point sums (tests/test_reliability.py compares the two). Under the
+# regular configs the runs legitimately differ: BatchNorm normalises each process's half batch with its own
+# statistics (and MoCo's shuffling BN uses sub-batches of that half); the identity samplers draw
+# IMS_PER_BATCH / world / NUM_INSTANCE identities at a time, so another global batch than one process draws (the
+# TrainingSampler hands out one permutation, every process its share: the same global batch); the triplet loss mines
+# within each process's half batch; random augmentations draw from each process's own generator (SEED + rank).
+# Each option below removes one of these: GroupNorm (per image) for BatchNorm, the TrainingSampler, the
+# cross-entropy loss alone, no random augmentation (MoCo's two views are then the same full image, CROP_RATIO 100 is
+# a ratio no full-area crop has, so the crop falls back to the whole image).
+EXACT = {
+    "Baseline": ["MODEL.BACKBONE.NORM", "GN", "MODEL.HEADS.NORM", "GN", "DATALOADER.SAMPLER_TRAIN", "TrainingSampler",
+                 "MODEL.LOSSES.NAME", '("CrossEntropyLoss",)', "INPUT.FLIP.ENABLED", "False",
+                 "INPUT.PADDING.ENABLED", "False", "INPUT.REA.ENABLED", "False"],
+    "MoCoV2": ["MODEL.BACKBONE.NORM", "GN", "MODEL.MOCO.AUG.CROP_SCALE", "[1.0, 1.0]", "MODEL.MOCO.AUG.CROP_RATIO",
+               "[100.0, 100.0]", "MODEL.MOCO.AUG.CJ_PROB", "0.0", "MODEL.MOCO.AUG.GRAY_PROB", "0.0",
+               "MODEL.MOCO.AUG.BLUR_PROB", "0.0", "MODEL.MOCO.AUG.FLIP_PROB", "0.0"],
+}
+
+
+def exact_specs(spec_list):
+    """``<name>-exact``: the specs named in :data:`EXACT` with its options."""
+    return [(f"{name}-exact", config, list(opts) + EXACT[name]) for name, config, opts in spec_list if name in EXACT]
+
+
 def _digest(tensors):
     h = hashlib.sha1()
     for k in sorted(tensors):
@@ -49,11 +74,39 @@ def _digest(tensors):
     return h.hexdigest()
 
 
-def train_all(out_root, spec_list, only=None):
+def probe_images(cfg, n=16):
+    """The first ``n`` query images of the first test set with the test transform: a fixed batch, the same in every
+    run and process (not through the test loader, whose sampler gives each process its own share)."""
+    import torch
+
+    from fastreid_ext.data.build import build_test_loader
+
+    loader, _ = build_test_loader(cfg, cfg.DATASETS.TESTS[0])
+    return torch.stack([loader.dataset[i]["images"] for i in range(n)])
+
+
+def probe_features(model, images):
+    """GAP of ``model.backbone`` on ``images`` with BatchNorm in training mode (the statistics of this batch, on a
+    copy): a function of the parameters alone, as the processes share their parameters but not their BatchNorm
+    running statistics. ``None`` for a model without ``backbone``."""
+    import copy
+
+    import torch
+
+    if not hasattr(model, "backbone"):
+        return None
+    m = copy.deepcopy(model).train()
+    with torch.no_grad():
+        return m.backbone(m.preprocess_image({"images": images})).mean(dim=(2, 3))
+
+
+def train_all(out_root, spec_list, only=None, probe=()):
     """Train and evaluate every spec in this process (one of ``launch``'s, or alone); write
-    ``out_root/<name>/rank<r>.json``: evaluation results, a digest of the parameters and of the buffers that are
-    not BatchNorm statistics (each process keeps its own BatchNorm statistics: FastReID's DDP does not broadcast
-    buffers), MMT's pseudo labels, whether this process writes checkpoints, and the finite losses."""
+    ``out_root/<name>_w<world>/rank<r>.json``: evaluation results, a digest of the parameters and of the buffers that
+    are not BatchNorm statistics (each process keeps its own BatchNorm statistics: FastReID's DDP does not broadcast
+    buffers), MMT's pseudo labels, MoCo's queue pointer, whether this process writes checkpoints, and the finite
+    losses; for the names in ``probe``, rank 0 also writes ``probe.pt``: :func:`probe_features` of the model before
+    and after training and the logged losses."""
     import torch
     from fastreid.utils import comm
 
@@ -72,6 +125,10 @@ def train_all(out_root, spec_list, only=None):
         cfg.merge_from_list(COMMON + list(opts) + ["OUTPUT_DIR", out])
         trainer = build_trainer(cfg)
         trainer.resume_or_load(resume=False)
+        model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
+        if name in probe:
+            images = probe_images(cfg)
+            feats0 = probe_features(model, images)
         results = trainer.train()
         model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
         params = dict(model.named_parameters())
@@ -82,12 +139,17 @@ def train_all(out_root, spec_list, only=None):
         rec = {"results": {k: float(v) for k, v in (results or {}).items()},
                "params": _digest(params), "buffers": _digest(buffers), "buffer_names": sorted(buffers),
                "labels": None if labels is None else [int(x) for x in labels],
-               "saves": bool(trainer.checkpointer.save_to_disk), "world": world}
+               "saves": bool(trainer.checkpointer.save_to_disk), "world": world,
+               "queue_ptr": int(model.queue_ptr) if hasattr(model, "queue_ptr") else None}
         if comm.is_main_process():
             rows = [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
             losses = [v for r in rows for k, v in r.items() if k.startswith("loss") or k == "total_loss"]
             rec["losses"] = len(losses)
             rec["finite"] = bool(losses) and all(math.isfinite(v) for v in losses)
+            if name in probe:
+                torch.save({"before": feats0, "after": probe_features(model, images),
+                            "total_loss": [r["total_loss"] for r in rows if "total_loss" in r]},
+                           os.path.join(out, "probe.pt"))
         with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
             json.dump(rec, f)
         comm.synchronize()

@@ -156,6 +156,33 @@ def test_model_step_updates_key_encoder_and_queue_exactly():
     assert torch.allclose(f, maps.mean(dim=(2, 3)), atol=1e-6)
 
 
+def test_every_trainable_parameter_gets_a_gradient_and_queue_starts_equal_in_every_process():
+    """What DistributedDataParallel needs (FastReID wraps the model without find_unused_parameters, so a trainable
+    parameter without a gradient stops the second iteration): the trainable parameters are exactly the query
+    backbone and projection head, and one training step's loss reaches every one of them (FastReID's 1-class head
+    used to be trainable and never ran). The initial queue does not depend on the process's seed (SEED + rank;
+    DDP does not broadcast buffers). The 2-process run itself: tests/test_reliability.py."""
+    from fastreid.modeling import build_model
+
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg())
+    torch.manual_seed(1)  # another process's seed
+    other = build_model(tiny_cfg())
+    assert torch.equal(model.queue, other.queue)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {f"backbone.{n}" for n, _ in model.backbone.named_parameters()} | \
+        {f"projector.{n}" for n, _ in model.projector.named_parameters()}
+    model.train()
+    g = torch.Generator().manual_seed(0)
+    batch = {"images": torch.rand(6, 3, 64, 32, generator=g) * 255,
+             "images_2": torch.rand(6, 3, 64, 32, generator=g) * 255, "targets": torch.zeros(6, dtype=torch.long)}
+    for _ in range(2):  # the second step has real negatives in the queue
+        model.zero_grad(set_to_none=True)
+        sum(model(batch).values()).backward()
+        no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+        assert not no_grad, f"trainable parameters without a gradient: {no_grad}"
+
+
 def test_config_errors():
     from fastreid.modeling import build_model
 
@@ -231,7 +258,9 @@ def test_moco_loss_falls_on_a_tiny_set(trained_moco, capsys):
     with capsys.disabled():
         print(f"\n[MoCo tiny] in-set InfoNCE {before:.3f} -> {after:.3f} (chance {math.log(len(v1)):.3f}); "
               f"logged {logged[0]:.3f} -> {logged[-1]:.3f}; R1 {trained_moco['results']['Rank-1']:.1f}")
-    assert after < before
+    # the encoder learned (measured: 3.32 -> 1.45 in 30 steps). Not only "it fell": with the learning rate at 0 the
+    # BN statistics alone, updated by the 30 training batches, bring it to 2.54, so the margin sits between the two
+    assert after < 0.6 * before, (before, after)
     assert all(math.isfinite(v) for v in logged)
 
 

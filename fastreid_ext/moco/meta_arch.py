@@ -24,6 +24,15 @@ no key yet (MoCo starts the queue with random unit vectors) are left out of the 
 only negatives, the first steps are won by pulling every feature towards one direction; on a short CPU budget
 (hundreds of steps, not MoCo's hundreds of thousands) the model did not leave that collapse (all SynthPed features at
 cosine 0.998 after 5 steps). Off: MoCo's behaviour.
+
+Multi-process training (FastReID's ``launch``, DistributedDataParallel): only the query backbone and projection
+head are trainable, so DDP all-reduces exactly the parameters that get a gradient (the key encoder and FastReID's
+unused head are frozen). Every process enqueues the keys of all processes (gathered in rank order, MoCo's Alg. 1
+``concat_all_gather``), so the queues stay identical; the key encoder, updated from the all-reduced query encoder,
+stays identical too; the initial queue comes from a fixed generator, the same in every process (FastReID's DDP does
+not broadcast buffers). Shuffling BN (MoCo Sec. 3.3) shuffles each process's own key batch over its sub-batches
+(``SHUFFLE_BN_CHUNKS``, so BN batches of ``IMS_PER_BATCH / processes / SHUFFLE_BN_CHUNKS`` images) instead of MoCo's
+shuffle across GPUs: either way the BN statistics of a key come from other images than those of its query.
 """
 from __future__ import annotations
 
@@ -74,13 +83,21 @@ class MoCoV2(MultiBranchModel, Baseline):
         for q, k in zip(self.query_parameters(), self.key_parameters()):
             k.data.copy_(q.data)
             k.requires_grad_(False)
+        # FastReID's head (its 1-class classifier, and the BNNeck when WITH_BNNECK) is kept for the interface only
+        # and never runs in training: frozen, so that it is neither an optimizer parameter nor one of
+        # DistributedDataParallel's (which, without find_unused_parameters, stops at the second iteration when a
+        # trainable parameter got no gradient). The key encoder above is frozen too: it follows by momentum (Eq. 2).
+        self.heads.requires_grad_(False)
         self.momentum = float(momentum)
         self.temperature = float(temperature)
         self.shuffle_bn_chunks = int(shuffle_bn_chunks)
         self.loss_scale = float(loss_scale)
         self.mask_empty_queue = bool(mask_empty_queue)
         dim = projector[-1].out_features
-        self.register_buffer("queue", F.normalize(torch.randn(dim, int(queue_size)), dim=0))
+        # random unit vectors from a fixed generator: every process starts with the same queue (the processes are
+        # seeded SEED + rank, and FastReID's DistributedDataParallel does not broadcast buffers)
+        init = torch.randn(dim, int(queue_size), generator=torch.Generator().manual_seed(0))
+        self.register_buffer("queue", F.normalize(init, dim=0))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         # keys written so far (up to the queue size): columns >= it still hold the random initial vectors
         self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
