@@ -12,7 +12,8 @@ exported file with FastReID's evaluator next to the PyTorch model.
     python tools/export_onnx.py --config-file CFG --weights W --output m.onnx --evaluate
     # evaluate an existing ONNX file against the PyTorch model (no export)
     python tools/export_onnx.py --config-file CFG --weights W --onnx m.onnx --evaluate
-    # also an int8 copy (faster on CPUs with int8 dot products, features within --int8-min-cosine of the float file)
+    # also an int8 copy (faster on CPUs with int8 dot products, features within --int8-min-cosine of the float file;
+    # with --evaluate it is evaluated too, a third column)
     python tools/export_onnx.py --config-file CFG --weights W --output m.onnx --int8 m_int8.onnx \\
         --calibration-images crops/
 
@@ -58,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--calibration-images", action="append", default=None, metavar="PATH",
                    help="person crops (a file / folder, repeatable) to calibrate the int8 ranges on, a quarter held "
                    "out for the check (default: 64 rendered pedestrians + 16 held out)")
-    q.add_argument("--int8-min-cosine", type=float, default=0.95,
-                   help="refuse the int8 file when a held-out feature's cosine to the float one is under this")
+    q.add_argument("--int8-min-cosine", type=float, default=None,
+                   help="refuse the int8 file when a held-out feature's cosine to the float one is under this "
+                   "(default: 0.95)")
     v = p.add_argument_group("evaluation")
     v.add_argument("--evaluate", action="store_true",
                    help="evaluate PyTorch and onnxruntime on the config's DATASETS.TESTS with FastReID's evaluator")
@@ -76,30 +78,45 @@ def _flat(results: dict) -> dict:
     return dict(results or {})
 
 
-def _metrics_table(torch_res: dict, onnx_res: dict) -> str:
-    a, b = _flat(torch_res), _flat(onnx_res)
-    rows = ["| metric | PyTorch | onnxruntime | difference |", "| --- | --- | --- | --- |"]
+def _metrics_table(torch_res: dict, onnx_res: dict, int8_res: Optional[dict] = None) -> str:
+    a, b, c = _flat(torch_res), _flat(onnx_res), _flat(int8_res) if int8_res is not None else None
+    num = (int, float)
+    if c is None:
+        rows = ["| metric | PyTorch | onnxruntime | difference |", "| --- | --- | --- | --- |"]
+    else:
+        rows = ["| metric | PyTorch | onnxruntime | difference | int8 | int8 difference |",
+                "| --- | --- | --- | --- | --- | --- |"]
     for k in a:
-        if k in b and isinstance(a[k], (int, float)) and isinstance(b[k], (int, float)):
-            rows.append(f"| {k} | {a[k]:.2f} | {b[k]:.2f} | {b[k] - a[k]:+.2f} |")
+        if k in b and isinstance(a[k], num) and isinstance(b[k], num):
+            row = f"| {k} | {a[k]:.2f} | {b[k]:.2f} | {b[k] - a[k]:+.2f} |"
+            if c is not None:
+                row += f" {c[k]:.2f} | {c[k] - a[k]:+.2f} |" if isinstance(c.get(k), num) else " | |"
+            rows.append(row)
     return "\n".join(rows)
 
 
-def evaluate(cfg, torch_model, onnx_path: str, threads: int = 0):
-    """FastReID's evaluation (``Trainer.test``: the test sets, evaluator and flip test of ``cfg``) of the PyTorch model
-    and of ``onnx_path`` through onnxruntime; returns ``(torch results, onnx results, markdown table)``."""
-    from ..engine.trainer import Trainer
+def evaluate(cfg, torch_model, onnx_path: str, threads: int = 0, int8_path: Optional[str] = None):
+    """The method's evaluation (``trainer_class(cfg).test``: the test sets, evaluator and flip test of ``cfg``, e.g.
+    MMT's mean nets or PoseTransfer's C_v re-ranking) of the PyTorch model and of ``onnx_path`` (and ``int8_path``)
+    through onnxruntime; returns ``(torch results, onnx results, markdown table, int8 results or None)``."""
+    from ..engine.trainer import trainer_class
     from .ort_embedder import OnnxEvalModel
 
-    onnx_model = OnnxEvalModel(onnx_path, threads=threads).eval()
-    onnx_model.net.check_matches(cfg, torch_model)
+    def onnx_model(path):
+        m = OnnxEvalModel(path, threads=threads).eval()
+        m.net.check_matches(cfg, torch_model)  # the same weights: torch_model may serve the method's evaluation
+        return m.set_torch_reference(torch_model)
+
+    models = [onnx_model(onnx_path)] + ([onnx_model(int8_path)] if int8_path else [])
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
-    res_t = Trainer.test(cfg, torch_model.eval())
-    res_o = Trainer.test(cfg, onnx_model)
-    return res_t, res_o, _metrics_table(res_t, res_o)
+    test = trainer_class(cfg).test
+    res_t = test(cfg, torch_model.eval())
+    res_o = test(cfg, models[0])
+    res_q = test(cfg, models[1]) if int8_path else None
+    return res_t, res_o, _metrics_table(res_t, res_o, res_q), res_q
 
 
 def _quantize(args, cfg, model, onnx_path: str) -> dict:
@@ -118,11 +135,27 @@ def _quantize(args, cfg, model, onnx_path: str) -> dict:
         im, ms, _ = synthetic_person_inputs(80, size, seed=7)
         calib, held, masks, held_masks = im[16:].numpy(), im[:16].numpy(), ms[16:].numpy(), ms[:16].numpy()
     try:
-        rep = quantize_onnx(onnx_path, args.int8, calib, masks, held, held_masks, min_cosine=args.int8_min_cosine)
+        rep = quantize_onnx(onnx_path, args.int8, calib, masks, held, held_masks,
+                            min_cosine=0.95 if args.int8_min_cosine is None else args.int8_min_cosine)
     except ValueError as e:
         raise SystemExit(f"error: {e}")
     print(f"int8 file {rep.path}: {rep.summary()}")
     return vars(rep)
+
+
+def _check_int8_args(args) -> None:
+    """Refuse int8 options that would be ignored or would overwrite the float file (before any export)."""
+    if args.int8:
+        src = args.onnx or args.output
+        if os.path.abspath(args.int8) == os.path.abspath(src):
+            which = "--onnx" if args.onnx else "--output"
+            raise SystemExit(f"error: --int8 {args.int8} is the float file itself ({which}); the int8 copy needs "
+                             f"another path")
+        return
+    given = [o for o, v in (("--calibration-images", args.calibration_images),
+                            ("--int8-min-cosine", args.int8_min_cosine)) if v is not None]
+    if given:
+        raise SystemExit(f"error: {' and '.join(given)} only apply with --int8 FILE (the int8 copy to write)")
 
 
 def main(argv: Optional[Sequence[str]] = None):
@@ -138,6 +171,7 @@ def main(argv: Optional[Sequence[str]] = None):
 
     if not args.config_file and not args.torchreid_weights:
         raise SystemExit("error: give --config-file CFG (+ --weights / MODEL.WEIGHTS) or --torchreid-weights PATH")
+    _check_int8_args(args)
     try:
         emb = build_embedder(args.config_file, args.opts, args.weights, args.torchreid_weights, args.torchreid_arch)
     except (FileNotFoundError, ValueError, KeyError) as e:
@@ -169,12 +203,14 @@ def main(argv: Optional[Sequence[str]] = None):
         out["int8"] = _quantize(args, cfg, model, onnx_path)
     if args.evaluate:
         try:
-            res_t, res_o, table = evaluate(cfg, model, onnx_path, args.threads)
-        except (FileNotFoundError, ValueError, KeyError) as e:
+            res_t, res_o, table, res_q = evaluate(cfg, model, onnx_path, args.threads, int8_path=args.int8)
+        except (FileNotFoundError, ValueError, KeyError) as e:  # ValueError: also the methods' ConfigError
             raise SystemExit(f"error: {e}")
         print(table)
         out["evaluation"] = {"pytorch": json.loads(json.dumps(res_t, default=float)),
                              "onnxruntime": json.loads(json.dumps(res_o, default=float))}
+        if res_q is not None:
+            out["evaluation"]["int8"] = json.loads(json.dumps(res_q, default=float))
     sys.stdout.flush()
     return out
 

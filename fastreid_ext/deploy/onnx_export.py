@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_OPSET", "EvalForward", "ExportResult", "OnnxExportError", "ParityReport", "check_onnx_graph",
            "check_same_model", "export_onnx", "model_input_names", "read_metadata", "synthetic_person_inputs",
-           "verify_parity", "weights_digest"]
+           "feature_signature", "verify_parity", "weights_digest"]
 
 #: ONNX opset of the export (opset 20: ONNX 1.15+, onnxruntime 1.16+, TensorRT 10)
 DEFAULT_OPSET = 20
@@ -54,7 +54,7 @@ EXPORTERS = ("auto", "dynamo", "torchscript")
 STANDARD_DOMAINS = ("", "ai.onnx")
 #: metadata keys written into the ONNX file (``metadata_props``)
 META_KEYS = ("format", "meta_architecture", "inputs", "input_size", "feature_dim", "weights_sha256", "opset",
-             "exporter", "pixel_mean", "parity", "fastreid_ext_version", "input_convention")
+             "exporter", "pixel_mean", "parity", "fastreid_ext_version", "input_convention", "test_feature")
 META_PREFIX = "fastreid_ext."
 FORMAT = "fastreid_ext.reid_embedder/1"
 INPUT_CONVENTION = ("images: float32 (N, 3, H, W) RGB in 0..255 (FastReID's loader range; the model's pixel "
@@ -353,10 +353,22 @@ def read_metadata(path_or_proto) -> Dict[str, str]:
     return {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props if p.key.startswith(META_PREFIX)}
 
 
+def feature_signature(model: nn.Module) -> str:
+    """The model's own name for its configured test feature, for a model whose config chooses among test features of
+    the same width (e.g. MMT's ``MODEL.MMT.EVAL_NET`` mean1 / mean2 / net1 / net2): the return value of its
+    ``feature_signature()`` method, "" for a model without one. Stored in the file (metadata ``test_feature``)
+    so that evaluating it under a config that picks another feature is refused (:func:`check_same_model`)."""
+    m = getattr(model, "module", model)
+    fn = getattr(m, "feature_signature", None)
+    return str(fn()) if callable(fn) else ""
+
+
 def check_same_model(onnx_meta: Dict[str, str], model: Optional[nn.Module] = None, cfg=None,
-                     onnx_path: str = "the ONNX file") -> None:
+                     onnx_path: str = "the ONNX file", check_weights: bool = True) -> None:
     """Raise ``ValueError`` when an ONNX file's metadata says it was exported from another model than ``model`` /
-    ``cfg`` (meta-architecture, input size, weights digest)."""
+    ``cfg`` (meta-architecture, input size, test feature (:func:`feature_signature`) and, with
+    ``check_weights``, weights digest; give ``check_weights=False`` for a ``model`` built from the config without
+    its trained weights)."""
     if not onnx_meta:
         return
     problems = []
@@ -368,7 +380,10 @@ def check_same_model(onnx_meta: Dict[str, str], model: Optional[nn.Module] = Non
         if onnx_meta.get("input_size") not in (None, size):
             problems.append(f"input size {onnx_meta['input_size'].replace(',', 'x')} (config INPUT.SIZE_TEST: "
                             f"{size.replace(',', 'x')})")
-    if model is not None and onnx_meta.get("weights_sha256"):
+    if model is not None and onnx_meta.get("test_feature") and feature_signature(model):
+        if onnx_meta["test_feature"] != feature_signature(model):
+            problems.append(f"test feature {onnx_meta['test_feature']} (config: {feature_signature(model)})")
+    if model is not None and check_weights and onnx_meta.get("weights_sha256"):
         digest = weights_digest(model)
         if digest != onnx_meta["weights_sha256"]:
             problems.append(f"weights {onnx_meta['weights_sha256'][:12]}... (the PyTorch model's: {digest[:12]}...)")
@@ -496,6 +511,9 @@ def export_onnx(model: nn.Module, path: str, input_size: Tuple[int, int], input_
             "feature_dim": str(feat_dim), "weights_sha256": weights_digest(model), "opset": str(int(opset)),
             "exporter": used,
             "fastreid_ext_version": __version__, "input_convention": INPUT_CONVENTION}
+    signature = feature_signature(model)
+    if signature:
+        meta["test_feature"] = signature
     pixel_mean = next((m.pixel_mean for m in model.modules() if isinstance(getattr(m, "pixel_mean", None),
                                                                             torch.Tensor)), None)
     if pixel_mean is not None:  # the "mean" background fill of an embedder needs it

@@ -5,9 +5,10 @@
   message; a file exported from another model than a given config / weights too, see
   :func:`~fastreid_ext.deploy.onnx_export.check_same_model`).
 * :class:`OnnxEvalModel`: an ``nn.Module`` with FastReID's eval interface (``model(batched_inputs)`` -> features), so
-  that FastReID's evaluator (``Trainer.test(cfg, model)``, with the method's own evaluator) scores the exported
-  model exactly as it scores the PyTorch one; built from the config key ``MODEL.DEPLOY.ONNX``
-  (:func:`build_deploy_model`).
+  that FastReID's evaluator (``trainer_class(cfg).test(cfg, model)``, with the method's own evaluator) scores the
+  exported model exactly as it scores the PyTorch one; built from the config key ``MODEL.DEPLOY.ONNX``
+  (:func:`build_deploy_model`). Its ``torch_reference`` (the PyTorch model of the same weights, when given) serves
+  the parts of a method's evaluation that are not image -> feature (PoseTransfer's C_v re-ranking).
 * :class:`OrtEmbedder`: person crops -> L2-normalised features for the video tool (same preprocessing and
   background-removal behaviour as :class:`fastreid_ext.video.embed.ReidEmbedder`), all crops of a frame in one run.
 """
@@ -80,9 +81,10 @@ class OnnxReidModel:
             feeds["masks"] = np.ascontiguousarray(masks, np.float32)
         return self.session.run(None, feeds)[0]
 
-    def check_matches(self, cfg=None, model: Optional[nn.Module] = None) -> None:
-        """Refuse a file exported from another model than ``cfg`` / ``model`` (ValueError)."""
-        check_same_model(self.meta, model=model, cfg=cfg, onnx_path=self.path)
+    def check_matches(self, cfg=None, model: Optional[nn.Module] = None, check_weights: bool = True) -> None:
+        """Refuse a file exported from another model than ``cfg`` / ``model`` (ValueError); ``check_weights=False``
+        for a ``model`` without its trained weights (meta-architecture, input size, test feature still checked)."""
+        check_same_model(self.meta, model=model, cfg=cfg, onnx_path=self.path, check_weights=check_weights)
         if cfg is not None:
             size = (int(cfg.INPUT.SIZE_TEST[0]), int(cfg.INPUT.SIZE_TEST[1]))
             if size != self.size_hw:
@@ -98,10 +100,19 @@ class OnnxEvalModel(nn.Module):
         self.net = OnnxReidModel(path, threads=threads, providers=providers)
         self.register_buffer("_anchor", torch.zeros(0), persistent=False)  # .to() / .device work as for a model
         self._last_images = None
+        #: the PyTorch model this file was checked against with the same weights (digest), or None: for the parts
+        #: of a method's evaluation that are not an image -> feature map (PoseTransfer's C_v re-ranking on pairs of
+        #: features, fastreid_ext/pose_transfer/evaluator.py). Not a submodule: no parameter of it belongs here
+        self.__dict__["torch_reference"] = None
 
     @property
     def device(self):
         return self._anchor.device
+
+    def set_torch_reference(self, model: Optional[nn.Module]) -> "OnnxEvalModel":
+        """Record ``model`` (whose weights digest the file's matches) as :attr:`torch_reference`."""
+        self.__dict__["torch_reference"] = model
+        return self
 
     def forward(self, batched_inputs):
         if self.training:
@@ -134,14 +145,17 @@ def build_deploy_model(cfg, reference: Optional[nn.Module] = None,
     meta-architecture or input size than ``cfg`` (``INPUT.SIZE_TEST``; for a file without our metadata, its graph's
     input size), when ``reference`` (the config's PyTorch model) gives features of another dimension, and, with
     ``check_weights``, when its weights digest differs from ``reference``'s (give ``check_weights=False`` for a
-    ``reference`` without the trained weights loaded)."""
+    ``reference`` without the trained weights loaded); with ``check_weights`` the model's ``torch_reference`` is
+    ``reference`` (the same weights as the file)."""
     deploy = cfg.MODEL.get("DEPLOY") if hasattr(cfg.MODEL, "get") else None
     if not deploy or not deploy.ONNX:
         return None
     m = OnnxEvalModel(deploy.ONNX, threads=int(deploy.THREADS))
-    m.net.check_matches(cfg, reference if check_weights else None)
+    m.net.check_matches(cfg, reference, check_weights=check_weights)
     if reference is not None:
         check_feature_dim(m.net, reference)
+        if check_weights:
+            m.set_torch_reference(reference)
     return m.eval()
 
 

@@ -69,7 +69,10 @@ def evaluate_onnx(cfg, model):
     """``--eval-only MODEL.DEPLOY.ONNX file.onnx``: FastReID's evaluation (the config's test sets and the method's
     evaluator) of the exported file through onnxruntime. ``model`` (the config's PyTorch model, with ``MODEL.WEIGHTS``
     loaded when given; the ONNX file holds the weights, so they are optional) serves to refuse a file exported from
-    another model: meta-architecture, input size, feature dimension and, with ``MODEL.WEIGHTS``, weights digest."""
+    another model: meta-architecture, input size, feature dimension, test feature (MMT's ``MODEL.MMT.EVAL_NET``) and,
+    with ``MODEL.WEIGHTS``, weights digest. The evaluation is the method's trainer's (``trainer_class(cfg).test``);
+    a part of it that is not image -> feature (PoseTransfer's C_v re-ranking) runs in PyTorch on the onnxruntime
+    features and needs ``MODEL.WEIGHTS``, else it is refused with a message (never the PyTorch model's features)."""
     from ..deploy.ort_embedder import build_deploy_model
 
     if cfg.MODEL.WEIGHTS:
@@ -79,7 +82,9 @@ def evaluate_onnx(cfg, model):
     except (FileNotFoundError, ValueError) as e:  # missing file, not a re-id model, exported from another model
         raise reliability.ConfigError(f"MODEL.DEPLOY.ONNX: {e}") from e
     logger.info("--eval-only: evaluating %s with onnxruntime (MODEL.DEPLOY.ONNX)", cfg.MODEL.DEPLOY.ONNX)
-    return Trainer.test(cfg, deployed)
+    # the method's trainer, as for the PyTorch model (PoseTransfer's binds the model to its re-ranking evaluator, which
+    # raises ConfigError for what it cannot do with an ONNX file)
+    return trainer_class(cfg).test(cfg, deployed)
 
 
 def main(argv=None):

@@ -312,6 +312,12 @@ class MMT(nn.Module):
             return (f[0] + f[1]) / 2
         return getattr(self, self.eval_net)(batched_inputs)
 
+    def feature_signature(self) -> str:
+        """Which test feature :meth:`inference` returns (mean1, mean2, net1 and net2 have the same width): stored in
+        an ONNX export so that evaluating it under another ``MODEL.MMT.EVAL_NET`` is refused
+        (:func:`fastreid_ext.deploy.onnx_export.check_same_model`)."""
+        return f"MODEL.MMT.EVAL_NET={self.eval_net}"
+
     @torch.no_grad()
     def extract_for_clustering(self, batched_inputs) -> Dict[str, torch.Tensor]:
         """Eval-mode features of both mean nets (MMT: the average of the two L2-normalized features): one entry

@@ -7,7 +7,8 @@ then re-scores each query's ``RERANK.TOPK`` nearest gallery images with the mode
 and the cost: ``RR/pairs`` (C_v evaluations), ``RR/seconds``, ``RR/ms_per_query``.
 
 The evaluator needs the model's C_v: :class:`~fastreid_ext.pose_transfer.trainer.PoseTransferTrainer` binds it
-(``test``); without a bound model only the first-stage numbers are reported (with a warning).
+(``test``); without a bound model only the first-stage numbers are reported (with a warning). An onnxruntime model
+(``MODEL.DEPLOY.ONNX``) gives the features and C_v runs in PyTorch on them (:func:`verification_module`).
 """
 from __future__ import annotations
 
@@ -23,12 +24,13 @@ from fastreid.evaluation.reid_evaluation import ReidEvaluator
 from fastreid.utils import comm
 from fastreid.utils.compute_dist import build_dist
 
+from ..engine.reliability import ConfigError
 from ..engine.trainer import register_evaluator
 from .rerank import verification_rerank
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PoseTransferEvaluator"]
+__all__ = ["PoseTransferEvaluator", "verification_module"]
 
 
 class PoseTransferEvaluator(ReidEvaluator):
@@ -42,7 +44,7 @@ class PoseTransferEvaluator(ReidEvaluator):
         self.batch_pairs = int(r.BATCH_PAIRS)
 
     def _verif_dim(self):
-        m = getattr(self.model, "module", self.model)
+        m = verification_module(self.model)
         return None if m is None else int(m.verification_dim())
 
     def process(self, inputs, outputs):
@@ -76,8 +78,7 @@ class PoseTransferEvaluator(ReidEvaluator):
         pids = torch.cat([p["pids"] for p in predictions]).numpy()
         camids = torch.cat([p["camids"] for p in predictions]).numpy()
         dist = build_dist(feats[:nq], feats[nq:], self.cfg.TEST.METRIC)
-        m = getattr(self.model, "module", self.model)
-        verifier = m.verifier
+        verifier = verification_module(self.model).verifier
         was = verifier.training
         verifier.eval()
         dev = next(verifier.parameters()).device
@@ -108,6 +109,32 @@ class PoseTransferEvaluator(ReidEvaluator):
         return out
 
 
+def verification_module(model):
+    """The PoseTransfer module whose C_v re-ranks: ``model`` itself, or for an onnxruntime model
+    (``MODEL.DEPLOY.ONNX``, :class:`fastreid_ext.deploy.ort_embedder.OnnxEvalModel`, whose features are the exported
+    ``[re-id | verification]``) the PyTorch model of the same weights (its ``torch_reference``): C_v
+    (``(f1 - f2)^2 -> BatchNorm -> Linear``, 2 x dim parameters per output) then runs in PyTorch on the onnxruntime
+    verification features. It is not exported because it scores pairs (query, top-k gallery item), not images, and
+    its cost is negligible next to the encoder, which is all in the ONNX file. ``ConfigError`` for an ONNX model
+    without that PyTorch model (no ``MODEL.WEIGHTS``; not ``NotImplementedError``, which FastReID's ``test`` turns
+    into an empty result)."""
+    m = getattr(model, "module", model)
+    if m is None or hasattr(m, "verifier"):
+        return m
+    if hasattr(m, "torch_reference"):
+        ref = m.torch_reference
+        if ref is None:
+            raise ConfigError(
+                "MODEL.POSE_TRANSFER.RERANK.ENABLED with an ONNX file (MODEL.DEPLOY.ONNX): the verification classifier "
+                "C_v is not in the file (it scores pairs of features, not images) and runs in PyTorch on the "
+                "onnxruntime features; give MODEL.WEIGHTS, the checkpoint the file was exported from, or set "
+                "MODEL.POSE_TRANSFER.RERANK.ENABLED False for the first-stage numbers only")
+        logger.info("MODEL.DEPLOY.ONNX: features from onnxruntime (%s), C_v re-ranking in PyTorch on them "
+                    "(MODEL.WEIGHTS)", getattr(getattr(m, "net", None), "path", "the ONNX file"))
+        return getattr(ref, "module", ref)
+    raise RuntimeError(f"PoseTransferEvaluator needs a PoseTransfer model (its C_v), got {type(m).__name__}")
+
+
 @register_evaluator("PoseTransfer")
 def build_pose_transfer_evaluator(trainer_cls, cfg, dataset_name, output_dir=None):
     """The re-ranking evaluator when ``MODEL.POSE_TRANSFER.RERANK.ENABLED`` and a model is bound to
@@ -120,5 +147,6 @@ def build_pose_transfer_evaluator(trainer_cls, cfg, dataset_name, output_dir=Non
             "MODEL.POSE_TRANSFER.RERANK.ENABLED needs the model's C_v at test time: evaluate with "
             "fastreid_ext.engine.trainer_class(cfg).test(cfg, model) (PoseTransferTrainer), or set "
             "MODEL.POSE_TRANSFER.RERANK.ENABLED False")
+    verification_module(model)  # an ONNX model without its PyTorch C_v: refused before any feature is extracted
     data_loader, num_query = trainer_cls.build_test_loader(cfg, dataset_name)
     return data_loader, PoseTransferEvaluator(cfg, num_query, output_dir, model=model)
