@@ -55,3 +55,23 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def batch_losses():
+    """``f(model, batch) -> {name: float}``: a model's training losses on one fixed batch, computed on a copy in
+    training mode without gradients and with torch's random state fixed (random draws inside the forward, e.g.
+    sampled pairs, are the same at every call; the model, its BN statistics and the caller's random state are left
+    as they are). End-to-end tests take them before and after training: a model that does not learn keeps them."""
+    import copy
+
+    import torch
+    from fastreid.utils.events import EventStorage
+
+    def losses(model, batch):
+        m = copy.deepcopy(model).train()
+        with torch.random.fork_rng(devices=[]), torch.no_grad(), EventStorage(0):
+            torch.manual_seed(0)
+            return {k: float(v) for k, v in m(batch).items()}
+
+    return losses

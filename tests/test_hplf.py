@@ -475,7 +475,7 @@ TINY = ["MODEL.DEVICE", "cpu", "INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST"
 HPLF_CFG = "projects/HPLF/configs/SynthPed/hplf_R18.yml"
 
 
-def test_hplf_trains_and_evaluates_end_to_end(datasets_root, tmp_path, capsys):
+def test_hplf_trains_and_evaluates_end_to_end(datasets_root, tmp_path, capsys, batch_losses):
     from fastreid.evaluation.reid_evaluation import ReidEvaluator
 
     from fastreid_ext.engine import Trainer, build_trainer
@@ -485,15 +485,26 @@ def test_hplf_trains_and_evaluates_end_to_end(datasets_root, tmp_path, capsys):
     os.makedirs(out, exist_ok=True)
     cfg = fastreid_ext.get_cfg()
     cfg.merge_from_file(os.path.join(ROOT, HPLF_CFG))
-    cfg.merge_from_list(TINY + ["OUTPUT_DIR", str(out), "SOLVER.MAX_EPOCH", "1", "TEST.EVAL_PERIOD", "1"])
+    cfg.merge_from_list(TINY + ["OUTPUT_DIR", str(out), "SOLVER.MAX_EPOCH", "1", "TEST.EVAL_PERIOD", "1", "SEED", "1"])
     trainer = build_trainer(cfg)
     trainer.resume_or_load(resume=False)
+    batch = next(iter(trainer.data_loader))
+    before = batch_losses(trainer.model, batch)
     results = trainer.train()
+    after = batch_losses(trainer.model, batch)
     for key in ("Rank-1", "Rank-20", "mAP", "GL/Rank-1", "GL/Rank-20", "GL/mAP", "L/Rank-1", "L/mAP"):
-        assert 0.0 <= results[key] <= 100.0, key  # Rank-20 (Tables 2, 4) for FastReID's keys and ours
+        assert key in results, key  # Rank-20 (Tables 2, 4) for FastReID's keys and ours
     with capsys.disabled():
         print(f"\n[HPLF tiny e2e] global R1 {results['Rank-1']:.1f} mAP {results['mAP']:.1f} | global+local "
-              f"R1 {results['GL/Rank-1']:.1f} mAP {results['GL/mAP']:.1f}")
+              f"R1 {results['GL/Rank-1']:.1f} mAP {results['GL/mAP']:.1f} | losses on a fixed batch, untrained -> "
+              f"trained: " + ", ".join(f"{k} {before[k]:.3f} -> {after[k]:.3f}" for k in before))
+    # the model learned: one epoch (8 iterations) is too few for the tiny split's retrieval numbers to beat the
+    # untrained model's reliably (measured with TEST.EVAL_INIT, unseeded: global mAP 26.8 -> 26.6 after 1 epoch;
+    # 22.2 -> 38.2 after 3, which would triple the training time), so the criterion is the training loss on a fixed
+    # batch, which a model that does not learn keeps (measured, SEED 1: total 4.92 -> 3.84, local triplet
+    # 0.439 -> 0.414)
+    assert sum(after.values()) < 0.9 * sum(before.values()), (before, after)
+    assert after["loss_local_triplet"] < 0.98 * before["loss_local_triplet"], (before, after)  # the local branch too
     import json
 
     rows = [json.loads(line) for line in open(out / "metrics.json")]

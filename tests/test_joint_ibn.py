@@ -270,7 +270,7 @@ def _has_synthped():
 
 
 @pytest.mark.skipif(not _has_synthped(), reason="SynthPed (fastreid_ext.data.synthped) is not importable yet")
-def test_joint_training_on_two_synthped_domains_keeps_ids_apart(datasets_root, tmp_path):
+def test_joint_training_on_two_synthped_domains_keeps_ids_apart(datasets_root, tmp_path, capsys, batch_losses):
     from fastreid_ext.data.build import build_dataset, build_train_set
     from fastreid_ext.engine import build_trainer
 
@@ -278,7 +278,7 @@ def test_joint_training_on_two_synthped_domains_keeps_ids_apart(datasets_root, t
     cfg = fastreid_ext.get_cfg()
     cfg.merge_from_file(SYNTH_CFG)
     cfg.merge_from_list(TINY + ["OUTPUT_DIR", str(out), "SOLVER.MAX_EPOCH", "1", "SOLVER.STEPS", "[1]",
-                                "TEST.EVAL_PERIOD", "1", "SOLVER.CHECKPOINT_PERIOD", "1"])
+                                "TEST.EVAL_PERIOD", "1", "SOLVER.CHECKPOINT_PERIOD", "1", "SEED", "1"])
     a, c = build_dataset("SynthPedA", cfg), build_dataset("SynthPedC", cfg)
     pa, pc = {i[1] for i in a.train}, {i[1] for i in c.train}
     assert not (pa & pc), "SynthPed train ids of two domains collide"
@@ -303,8 +303,18 @@ def test_joint_training_on_two_synthped_domains_keeps_ids_apart(datasets_root, t
     batch = next(iter(trainer.data_loader))
     assert batch["masks"].shape == (batch["images"].shape[0], 1, 64, 32)
     w0 = trainer.model.backbone.conv1.weight.detach().clone()
+    before = batch_losses(trainer.model, batch)
     results = trainer.train()  # evaluates on the unseen SynthPedB
-    assert 0.0 <= results["mAP"] <= 100.0 and np.isfinite(results["mAP"])
+    after = batch_losses(trainer.model, batch)
+    with capsys.disabled():
+        print(f"\n[JointIBN tiny e2e] unseen SynthPedB R1 {results['Rank-1']:.1f} mAP {results['mAP']:.1f} | losses on "
+              f"a fixed batch, untrained -> trained: "
+              + ", ".join(f"{k} {before[k]:.3f} -> {after[k]:.3f}" for k in before))
+    assert set(results) >= {"Rank-1", "mAP"} and np.isfinite(results["mAP"])
+    # the model learned: one epoch on the two training domains does not yet beat the untrained model on the unseen
+    # SynthPedB (measured, SEED 1: mAP 31.7 -> 30.3), so the criterion is the training loss on a fixed batch of the
+    # joint set, which a model that does not learn keeps (measured: 4.71 -> 4.10, the triplet term 1.35 -> 0.92)
+    assert sum(after.values()) < 0.92 * sum(before.values()), (before, after)
     # the weights moved (FastReID's contiguous-buffer optimizer does not update them under torch 2 without
     # compat patch optimizer_not_contiguous)
     assert not torch.equal(w0, trainer.model.backbone.conv1.weight.detach())

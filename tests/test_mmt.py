@@ -341,13 +341,15 @@ def test_two_gloo_processes_give_the_same_labels_as_one(datasets_root, tmp_path)
 # ------------------------------------------------------------------------------------------------------------
 # End to end
 # ------------------------------------------------------------------------------------------------------------
-def test_tiny_mmt_trains_and_evaluates(datasets_root, tmp_path):
+def test_tiny_mmt_trains_and_evaluates(datasets_root, tmp_path, capsys, batch_losses):
+    from fastreid.engine.hooks import HookBase
     from fastreid.modeling.meta_arch import build_model
 
     from fastreid_ext.engine import build_trainer
     from fastreid_ext.mmt.hooks import MMTTrainer
 
-    # stand-ins for the two source models: Baselines with two seeds (training them is bench/mmt_synthped.py's job)
+    # stand-ins for the two source models: untrained Baselines with two seeds (training them is the experiment
+    # runner's job: tools/run_experiment.py mmt)
     src = fastreid_ext.get_cfg()
     src.merge_from_file(os.path.join(ROOT, "configs/SynthPed/bagtricks_R18.yml"))
     src.merge_from_list(TINY[:8] + ["MODEL.HEADS.NUM_CLASSES", "24"])
@@ -360,13 +362,35 @@ def test_tiny_mmt_trains_and_evaluates(datasets_root, tmp_path):
     os.makedirs(out)
     cfg = tiny_cfg(out, "MODEL.MMT.WEIGHTS_1", ck[0], "MODEL.MMT.WEIGHTS_2", ck[1], "SOLVER.MAX_EPOCH", "2",
                    "SOLVER.ITERS_PER_EPOCH", "2", "TEST.EVAL_PERIOD", "2", "SOLVER.CHECKPOINT_PERIOD", "2",
-                   "UDA.OUTLIERS", "keep")  # untrained stand-ins cluster poorly: outliers become classes
+                   "UDA.OUTLIERS", "keep", "SEED", "1")  # untrained stand-ins cluster poorly: outliers become classes
     trainer = build_trainer(cfg)
     assert isinstance(trainer, MMTTrainer) and trainer.iters_per_epoch == 2 and trainer.max_iter == 4
     trainer.resume_or_load(resume=False)
     n0 = int(trainer.model.num_classes)
+
+    class LossProbe(HookBase):  # the losses on a fixed batch of the first pseudo labels, before and after epoch 0
+        def before_train(self):
+            self.batch = next(iter(self.trainer.data_loader))
+            self.before = batch_losses(self.trainer.model, self.batch)
+
+        def after_step(self):
+            if self.trainer.iter == trainer.iters_per_epoch - 1:  # the mean nets are updated; re-clustering is next
+                self.after = batch_losses(self.trainer.model, self.batch)
+
+    probe = LossProbe()
+    trainer.register_hooks([probe])
     results = trainer.train()
-    assert 0.0 <= results["mAP"] <= 100.0 and 0.0 <= results["Rank-1"] <= 100.0
+    before, after = probe.before, probe.after
+    with capsys.disabled():
+        print(f"\n[MMT tiny e2e] R1 {results['Rank-1']:.1f} mAP {results['mAP']:.1f} | losses on a fixed batch "
+              f"before -> after epoch 0: " + ", ".join(f"{k} {before[k]:.3f} -> {after[k]:.3f}" for k in before))
+    # the nets learned. The stand-ins are untrained, so the adaptation cannot yet raise the target numbers (measured,
+    # SEED 1: mAP 16.0 before training (TEST.EVAL_INIT) -> 12.8; ARI of the pseudo labels vs the ids 0.063 -> 0.020):
+    # the criterion is the losses on a fixed batch of the first pseudo labels over epoch 0 (before the re-clustering
+    # replaces labels and classifiers), which nets that do not learn keep. Measured: hard losses (CE + triplet)
+    # 4.73 -> 4.47, all four 10.60 -> 10.16.
+    assert after["loss_ce"] + after["loss_tri"] < 0.97 * (before["loss_ce"] + before["loss_tri"]), (before, after)
+    assert sum(after.values()) < 0.98 * sum(before.values()), (before, after)
     assert int(trainer.model.ema_step) == 4 and n0 > 0 and len(trainer.uda.history) == 2  # re-clustered once
     rows = [json.loads(line) for line in open(out / "metrics.json")]
     assert any("loss_ce_soft" in r and "loss_tri_soft" in r for r in rows)
@@ -406,7 +430,7 @@ def test_mmt_wraps_jointibn_with_masks_in_every_loader(datasets_root, tmp_path):
     assert batch["masks"].shape == batch["masks_2"].shape == (batch["images"].shape[0], 1, 64, 32)
     trainer.resume_or_load(resume=False)
     results = trainer.train()
-    assert 0.0 <= results["mAP"] <= 100.0
+    assert {"Rank-1", "mAP"} <= set(results)  # trained and evaluated with masks (learning: the test above)
 
 
 def test_adapt_batchnorm_sets_running_stats_to_the_target_batches():

@@ -415,7 +415,7 @@ def test_map_quality_of_a_tiny_rbnet():
 
 
 # ---------------------------------------------------------------------------------------------- end to end
-def test_tiny_train_eval_and_visualize_through_trainer(datasets_root, tmp_path):
+def test_tiny_train_eval_and_visualize_through_trainer(datasets_root, tmp_path, capsys, batch_losses):
     import json
 
     out = tmp_path / "run"
@@ -427,12 +427,22 @@ def test_tiny_train_eval_and_visualize_through_trainer(datasets_root, tmp_path):
             "SOLVER.CHECKPOINT_PERIOD", "2", "TEST.EVAL_PERIOD", "2"]
     cfg = fastreid_ext.get_cfg()
     cfg.merge_from_file("projects/RBNet/configs/SynthPed/rbnet_R18.yml")
-    cfg.merge_from_list(tiny + ["OUTPUT_DIR", str(out)])
+    cfg.merge_from_list(tiny + ["OUTPUT_DIR", str(out), "SEED", "1", "TEST.EVAL_INIT", "True"])
     trainer = build_trainer(cfg)
     trainer.resume_or_load(resume=False)
+    batch = next(iter(trainer.data_loader))
+    before = batch_losses(trainer.model, batch)
     results = trainer.train()
-    for k in ("Rank-1", "mAP"):
-        assert 0.0 <= results[k] <= 100.0
+    after = batch_losses(trainer.model, batch)
+    init = trainer.init_results
+    with capsys.disabled():
+        print(f"\n[RBNet tiny e2e] untrained -> trained: R1 {init['Rank-1']:.1f} -> {results['Rank-1']:.1f} mAP "
+              f"{init['mAP']:.1f} -> {results['mAP']:.1f} | losses on a fixed batch: "
+              + ", ".join(f"{k} {before[k]:.3f} -> {after[k]:.3f}" for k in before))
+    # the model learned: it beats the untrained one (TEST.EVAL_INIT) on the same split, and its training losses on
+    # a fixed batch fall (measured, SEED 1: mAP 24.6 -> 34.6; summed losses 10.6 -> 5.7)
+    assert results["mAP"] > init["mAP"] + 5.0, (init, results)
+    assert sum(after.values()) < 0.8 * sum(before.values()), (before, after)
     rows = [json.loads(line) for line in open(out / "metrics.json")]
     terms = [r for r in rows if "loss_heatmap" in r]
     assert terms and all(np.isfinite(r[k]) for r in terms for k in
