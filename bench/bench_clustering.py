@@ -9,12 +9,14 @@ scikit-learn's DBSCAN on the sparse radius graph: the pieces of
 :func:`fastreid_ext.functional.clustering.jaccard_dbscan` (k1 30, k2 6, min_samples 4: MMT's), timed separately.
 
 Arms: ``torch`` (exact search by torch matrix products, ``index="auto"``'s choice up to 50,000 samples),
-``approx`` (PCA + IVF + exact re-ranking of the candidates, recall-driven, ``auto``'s choice above 50,000), and
+``approx`` (PCA + thresholded bfloat16 search + exact re-ranking of the candidates, recall-driven, ``auto``'s
+choice above 50,000), and
 optionally ``flat_l2`` (faiss' exact flat index, FastReID's choice). The approximate labels are compared with the
 exact ones (``sklearn.metrics.adjusted_rand_score``, outliers as one label, and on the samples both keep).
 The 400,000 case is extrapolated in ``BENCHMARKS.md`` from the measured scaling.
 
     python bench/bench_clustering.py [--sizes 12936 32621 100000] [--arms torch approx] [--threads 2]
+                                     [--labels-dir DIR]
 """
 from __future__ import annotations
 
@@ -89,6 +91,13 @@ def ari_against(ref: np.ndarray, lab: np.ndarray) -> dict:
             "same_outlier": float((ref < 0).__eq__(lab < 0).mean())}
 
 
+def _labels_file(args, arm: str, n: int) -> str:
+    """Where ``--labels-dir`` keeps one arm's labels (keyed by every setting that changes them)."""
+    if not args.labels_dir:
+        return ""
+    return os.path.join(args.labels_dir, f"labels_{arm}_n{n}_d{args.dim}_k{args.k1}-{args.k2}_rho{args.rho:g}.npy")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[12936, 32621, 100000])
@@ -101,6 +110,8 @@ def main():
     ap.add_argument("--worker", default="")
     ap.add_argument("--n", type=int, default=0)
     ap.add_argument("--labels-out", default="")
+    ap.add_argument("--labels-dir", default="", help="keep every arm's labels here (outside the repository), and "
+                    "when the exact arm ('torch') is not run, compare with its stored labels for the same settings")
     ap.add_argument("--render", default="", help="only write the report from the JSON lines of an earlier run's "
                     "output (a log file)")
     ap.add_argument("--out", default=result_path("clustering.md"))
@@ -124,7 +135,15 @@ def main():
                 path = os.path.join(tmp, f"{arm}{n}.npy")
                 r = run_child(arm, n, args, path)
                 lab = np.load(path)
-                if ref is None:
+                stored = _labels_file(args, "torch", n)
+                if args.labels_dir:
+                    os.makedirs(args.labels_dir, exist_ok=True)
+                    np.save(_labels_file(args, arm, n), lab)
+                if ref is None and arm != "torch" and stored and os.path.exists(stored):
+                    ref = np.load(stored)  # the exact labels of an earlier run with the same settings
+                    r["vs"] = "torch (stored)"
+                    r.update(ari_against(ref, lab))
+                elif ref is None:
                     ref = lab
                     r["vs"] = "-"
                 else:

@@ -1,6 +1,7 @@
 """Exact and approximate kNN for the k-reciprocal Jaccard clustering (issue 17): the torch exact search finds
-faiss' neighbours, the approximate search (PCA + IVF + exact re-ranking) widens itself until its measured recall
-reaches the target, and its DBSCAN pseudo labels agree with the exact path's."""
+faiss' neighbours, the approximate search (PCA + thresholded bfloat16 search + exact re-ranking) widens itself
+until its measured recall reaches the target, its bfloat16 candidate search finds a numpy brute force's top-m
+within rounding, and its DBSCAN pseudo labels agree with the exact path's."""
 import numpy as np
 import pytest
 
@@ -68,3 +69,25 @@ def test_approx_pseudo_labels_agree_with_exact():
     assert exact.num_clusters > 50
     assert adjusted_rand_score(exact.labels, approx.labels) >= 0.95
     assert approx.eps == pytest.approx(exact.eps, rel=0.02)
+
+
+def test_bf16_threshold_search_finds_the_numpy_top_m_within_rounding():
+    """The bfloat16 path (int16-read scalar bound per block, int64 sort keys, second pass for rows whose sampled
+    threshold fell too low) against a float64 numpy brute force: every neighbour clearly inside the true top-m is
+    found, and nothing clearly outside it is returned; "clearly" = beyond bfloat16's rounding of the distance
+    (relative 2^-8 of the largest distance involved, plus the rounding of the coordinates)."""
+    x, _ = _clustered(n=1500, dim=48, seed=4)
+    m = 20
+    info = {}
+    # a tiny threshold sample makes many sampled thresholds fall below the m-th distance: the second pass runs
+    got = J._threshold_knn(x, m, bf16=True, block=256, sample=60, info=info)
+    assert info["second_pass"] > 0, info
+    x64 = x.astype(np.float64)
+    d = ((x64[:, None, :] - x64[None, :, :]) ** 2).sum(-1)
+    dm = np.sort(d, axis=1)[:, m - 1:m]  # the true m-th distance of each row
+    tol = 2.0 ** -7 * d.max() + 0.02 * dm  # bfloat16 product rounding + input rounding (|x| = 1, 8-bit mantissa)
+    found = np.zeros_like(d, dtype=bool)
+    np.put_along_axis(found, got, True, axis=1)
+    assert got.shape == (1500, m) and (found.sum(1) == m).all()  # m distinct neighbours per row
+    assert not (~found & (d < dm - tol)).any()  # clearly inside the top-m: found
+    assert not (found & (d > dm + tol)).any()  # clearly outside: not returned

@@ -126,7 +126,9 @@ def torch_knn(x: np.ndarray, k: int, queries: Optional[np.ndarray] = None, block
 
 def _pca_project(x: np.ndarray, dim: int, sample: int, rs: np.random.RandomState) -> np.ndarray:
     """``x`` projected on the top ``dim`` principal axes of a random sample of its rows (randomized SVD in torch;
-    faiss' ``PCAMatrix`` does a full eigendecomposition through the slow bundled BLAS), float32."""
+    faiss' ``PCAMatrix`` does a full eigendecomposition through the slow bundled BLAS), float32. Only the sample
+    is centred (``svd_lowrank``'s ``M`` argument was slower: it multiplies the broadcast mean as a full matrix);
+    no centred copy of ``x``: ``(x - mu) V = x V - mu V``."""
     import torch
 
     n, d = x.shape
@@ -135,83 +137,194 @@ def _pca_project(x: np.ndarray, dim: int, sample: int, rs: np.random.RandomState
     xs = torch.from_numpy(x[np.sort(rs.choice(n, min(n, sample), replace=False))])
     mean = xs.mean(0, keepdim=True)
     torch.manual_seed(int(rs.randint(1 << 30)))
-    _, _, v = torch.svd_lowrank(xs - mean, q=min(dim + 10, d, xs.shape[0]), niter=3)
-    z = (torch.from_numpy(x) - mean) @ v[:, :dim]
+    xs -= mean
+    _, _, v = torch.svd_lowrank(xs, q=min(dim + 10, d, xs.shape[0]), niter=3)
+    del xs
+    v = v[:, :dim].contiguous()
+    z = torch.from_numpy(x) @ v
+    z -= mean @ v
     return np.ascontiguousarray(z.numpy(), dtype=np.float32)
 
 
-def _threshold_knn(z: np.ndarray, m: int, bf16: bool = True, block: int = 2048, sample: int = 4096,
-                   seed: int = 0) -> np.ndarray:
-    """The ``m`` nearest rows of every row of ``z`` (N x m int64, unordered) by an exhaustive blocked search that
-    keeps, instead of a running top-m (whose per-block ``topk`` costs more than the products), every distance below
-    a per-row threshold: the ``t``-th smallest distance to a random sample of ``sample`` rows, ``t`` chosen so that
-    about ``2 m`` rows fall below it. Rows with fewer than ``m`` distances below their threshold are searched again
-    exactly (:func:`torch_knn`); so the result is the exact top-``m`` of the distances computed (bfloat16 products
-    when ``bf16``)."""
+def _sample_thresholds(a_rows: "torch.Tensor", b_sample: "torch.Tensor", t: int, block: int) -> "torch.Tensor":
+    """Per row of ``a_rows``: its ``t``-th smallest squared distance to the sample rows, both in the augmented
+    form of :func:`_threshold_knn` (the product is the distance); ``torch.topk`` per row block, on the product's
+    own format (on this CPU cheaper than ``kthvalue`` or ``np.partition`` of float32 rows, measured)."""
     import torch
 
+    out = torch.empty(a_rows.shape[0])
+    for r0 in range(0, a_rows.shape[0], block):
+        d = a_rows[r0:r0 + block] @ b_sample.T
+        out[r0:r0 + block] = torch.topk(d, t, dim=1, largest=False, sorted=False).values.amax(1).float()
+    return out
+
+
+def _threshold_knn(z: np.ndarray, m: int, bf16: bool = True, block: int = 2048, sample: int = 4096,
+                   seed: int = 0, info: Optional[dict] = None) -> np.ndarray:
+    """The ``m`` nearest rows of every row of ``z`` (N x m int64, unordered) by an exhaustive blocked search that
+    keeps, instead of a running top-m (``torch.topk`` on a 2048 x 4096 block costs ~10x its product on this CPU),
+    every distance below a per-row threshold: the ``t``-th smallest distance to a random sample of ``sample`` rows,
+    ``t`` chosen so that about ``2 m`` rows fall below it.
+
+    Hand-written because neither torch nor faiss has a thresholded ("range") search over bfloat16 products; the
+    filter is arranged so that it costs about as much as the products (measured at N = 30,000, one thread:
+    0.6 s products, 0.9 s filter, against 11 s for the earlier float32 element-wise filter):
+
+    * rows are sorted by threshold, so that in the upper-triangle block (rows R, columns C) one scalar, the
+      largest threshold of R and C, bounds both sides' tests; the per-row / per-column tests run on the few
+      survivors only;
+    * the distances come straight out of one bfloat16 product with float32 accumulation,
+      ``[-2 z_i, |z_i|^2, 1] . [z_j, 1, |z_j|^2]`` (the squared norms split into two bfloat16 terms, high and
+      low, so that they keep ~16 bits), and the scalar test reads the bfloat16 block as int16 in numpy (positive
+      bfloat16 values order like their bit patterns; torch's element-wise compare and ``nonzero`` are ~5x slower
+      here, measured);
+    * the survivors are ordered by one ``np.sort`` of int64 keys (row, bfloat16 bits of the distance, column).
+
+    Rows with fewer than ``m`` distances below their threshold (the sampled threshold fell too low) are searched
+    again with a doubled ``t`` (rows side only), and any left after that exactly (:func:`torch_knn`); so the
+    result is the exact top-``m`` of the distances computed (bfloat16 products when ``bf16``, float32 otherwise).
+    ``info`` receives timings and counts."""
+    import time
+
+    import torch
+
+    tic = time.perf_counter()
     n = z.shape[0]
     m = int(min(m, n))
     rs = np.random.RandomState(seed)
     zt = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
-    zm = zt.to(torch.bfloat16) if bf16 else zt
+    dt = torch.bfloat16 if bf16 else torch.float32
     sq = (zt * zt).sum(1)
+    hi = sq.to(dt).float()
+    lo = sq - hi
+    one = torch.ones(n, 1)
+    # d_ij = a_i . b_j (one product, float32 accumulation)
+    a_mat = torch.cat([-2.0 * zt, hi[:, None], lo[:, None], one, one], 1).to(dt)
+    b_mat = torch.cat([zt, one, one, hi[:, None], lo[:, None]], 1).to(dt)
+    del hi, lo, one, sq, zt
     s_idx = torch.from_numpy(np.sort(rs.choice(n, min(n, sample), replace=False)))
-    t = int(min(s_idx.numel(), max(1, math.ceil(2 * m * s_idx.numel() / n))))
-    thr = torch.empty(n)
-    zs, sqs = zm.index_select(0, s_idx), sq.index_select(0, s_idx)
+    ns = s_idx.numel()
+    t = int(min(ns, max(1, math.ceil(2 * m * ns / n))))
+    b_s = b_mat.index_select(0, s_idx)
     with torch.no_grad():
-        for r0 in range(0, n, block):
-            d = (zm[r0:r0 + block] @ zs.T).float().mul_(-2.0).add_(sqs).add_(sq[r0:r0 + block].unsqueeze(1))
-            thr[r0:r0 + block] = torch.topk(d, t, dim=1, largest=False, sorted=False).values.amax(1)
-        rows, cols, vals = [], [], []
-        sqm = sq.to(zm.dtype)
-        lim = thr - sq  # d(i, j) <= thr_i  <=>  sq_j - 2 z_i.z_j <= thr_i - sq_i
+        thr = _sample_thresholds(a_mat, b_s, t, block)
+    t_thr = time.perf_counter() - tic
+    perm = torch.argsort(thr)
+    pn = perm.numpy()
+    a_mat, b_mat = a_mat.index_select(0, perm), b_mat.index_select(0, perm)
+
+    def bits(v):  # values comparable with the block as read below (bfloat16: int16 bits, rounded up)
+        v = np.asarray(v, dtype=np.float32)
+        if not bf16:
+            return v
+        tb = torch.from_numpy(np.ascontiguousarray(v)).to(torch.bfloat16)
+        out = tb.view(torch.int16).numpy().astype(np.int32)
+        return out + (tb.float().numpy() < v)
+
+    thr_p = thr.index_select(0, perm).numpy()
+    tb_p = bits(thr_p)
+    cb = max(1, int(n - 1).bit_length())
+    use_keys = bf16 and 2 * cb + 16 <= 63  # else (float32 products: tests) np.lexsort
+
+    def read(e):  # a product block as numpy, comparable with bits(...) (bfloat16: its int16 bit patterns)
+        if bf16:
+            return e.view(torch.int16).numpy()
+        return e.numpy()
+
+    parts = []
+
+    def emit(i, j, v):
+        if use_keys:
+            parts.append((i.astype(np.int64) << (16 + cb)) | (np.maximum(v, 0).astype(np.int64) << cb) | j)
+        else:
+            parts.append((i, j, v))
+
+    with torch.no_grad():
         for r0 in range(0, n, block):
             r1 = min(n, r0 + block)
             for c0 in range(r0, n, block):
                 c1 = min(n, c0 + block)
-                # sq_j - 2 z_i.z_j in the products' format (bfloat16: a loose filter, the caller re-ranks exactly)
-                e = torch.addmm(sqm[c0:c1].unsqueeze(0), zm[r0:r1], zm[c0:c1].T, beta=1.0, alpha=-2.0)
-                ef = e.float()
-                if c0 == r0:
-                    i, j = torch.nonzero(ef <= lim[r0:r1].unsqueeze(1), as_tuple=True)
-                    rows.append(i + r0), cols.append(j + c0), vals.append(ef[i, j] + sq[i + r0])
-                    continue
-                # d(j, i) = sq_i - 2 z_i.z_j: the same block seen from the columns' side
-                f = ef - sq[c0:c1].unsqueeze(0) + sq[r0:r1].unsqueeze(1)
-                m1 = ef <= lim[r0:r1].unsqueeze(1)
-                m2 = f <= lim[c0:c1].unsqueeze(0)
-                i, j = torch.nonzero(m1 | m2, as_tuple=True)
-                a, b = m1[i, j], m2[i, j]
-                dij = ef[i, j] + sq[i + r0]
-                rows.append(i[a] + r0), cols.append(j[a] + c0), vals.append(dij[a])
-                rows.append(j[b] + c0), cols.append(i[b] + r0), vals.append(dij[b])
-    rows = torch.cat(rows).numpy()
-    cols = torch.cat(cols).numpy()
-    vals = torch.cat(vals).numpy()
-    order = np.lexsort((vals, rows))
-    rows, cols = rows[order], cols[order]
-    del vals, order
-    counts = np.bincount(rows, minlength=n)
-    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    out = np.empty((n, m), dtype=np.int64)
+                w = read(a_mat[r0:r1] @ b_mat[c0:c1].T)
+                bound = tb_p[max(r1, c1) - 1]  # largest threshold of rows and columns (sorted ascending)
+                flat = np.flatnonzero(w <= bound)
+                v = w.reshape(-1)[flat]
+                i = flat // (c1 - c0) + r0
+                j = flat % (c1 - c0) + c0
+                keep = v <= tb_p[i]
+                emit(i[keep], j[keep], v[keep])
+                if c0 != r0:  # the same block seen from the columns' side
+                    keep = v <= tb_p[j]
+                    emit(j[keep], i[keep], v[keep])
+    t_scan = time.perf_counter() - tic - t_thr
+
+    def select(parts_):
+        if use_keys:
+            keys = np.sort(np.concatenate(parts_))
+            rows, cols = keys >> (16 + cb), keys & ((1 << cb) - 1)
+        else:
+            rows = np.concatenate([p[0] for p in parts_])
+            cols = np.concatenate([p[1] for p in parts_])
+            order = np.lexsort((np.concatenate([p[2] for p in parts_]), rows))
+            rows, cols = rows[order], cols[order]
+        counts = np.bincount(rows, minlength=n)
+        start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        return cols, counts, start
+
+    cols, counts, start = select(parts)
+    entries = int(cols.size)
+    parts.clear()
+    out = np.empty((n, m), dtype=np.int64)  # in sorted (permuted) order
     ok = counts >= m
-    sel = start[ok][:, None] + np.arange(m)[None, :]
-    out[ok] = cols[sel]
+    out[ok] = cols[start[ok][:, None] + np.arange(m)[None, :]]
+    del cols
     redo = np.flatnonzero(~ok)
-    if redo.size:
-        out[redo] = torch_knn(z, m, queries=redo)
-    return out
+    n_redo = int(redo.size)
+    if redo.size:  # second chance: a doubled t for these rows, rows' side only (a few % of the rows)
+        rt = torch.from_numpy(redo)
+        with torch.no_grad():
+            thr2 = _sample_thresholds(a_mat.index_select(0, rt), b_s, min(ns, 2 * t), block)
+            tb2 = bits(thr2.numpy())
+            for r0 in range(0, redo.size, block):
+                ri = rt[r0:r0 + block]
+                ar = a_mat.index_select(0, ri)
+                for c0 in range(0, n, block):
+                    c1 = min(n, c0 + block)
+                    w = read(ar @ b_mat[c0:c1].T)
+                    flat = np.flatnonzero(w <= tb2[r0:r0 + block, None])
+                    v = w.reshape(-1)[flat]
+                    emit(redo[r0 + flat // (c1 - c0)], flat % (c1 - c0) + c0, v)
+        if parts:
+            cols, counts, start = select(parts)
+            parts.clear()
+            ok2 = counts[redo] >= m
+            done = redo[ok2]
+            out[done] = cols[start[done][:, None] + np.arange(m)[None, :]]
+            redo = redo[~ok2]
+    if redo.size:  # still short: exact search for these rows
+        out[redo] = torch_knn(np.ascontiguousarray(z[pn]), m, queries=redo)
+    res = np.empty_like(out)
+    res[pn] = pn[out]
+    if info is not None:
+        info.update(t_thresholds=t_thr, t_scan=t_scan, t_select=time.perf_counter() - tic - t_thr - t_scan,
+                    entries_per_row=entries / n, second_pass=n_redo, exact_rows=int(redo.size))
+    return res
 
 
 def _pair_sq_dists(x: np.ndarray, cand: np.ndarray) -> np.ndarray:
     """Exact squared L2 distances (float32, ``|x|^2 + |y|^2 - 2 x.y``) of every row i of ``x`` to the rows
-    ``cand[i]`` (N x m), from sampled dot products (:func:`_sampled_dots`, no gathered copy of the rows)."""
+    ``cand[i]`` (N x m), from sampled dot products (:func:`_sampled_dots`, no gathered copy of the rows). Each
+    unordered pair is multiplied once: neighbour lists are largely mutual (~40 % of the (i, j) are repeats as
+    (j, i) at N = 30,000), and the cost is reading the rows (measured 1.7 s -> 1.1 s)."""
     n, m = cand.shape
-    indptr = np.arange(0, n * m + 1, m, dtype=np.int64)
-    support = sp.csr_matrix((np.ones(n * m, dtype=np.float32), cand.reshape(-1), indptr), shape=(n, n))
-    dots = _sampled_dots(x, support).reshape(n, m)  # CSR order = cand order (one entry per (i, j))
+    rows = np.repeat(np.arange(n, dtype=np.int64), m)
+    cols = cand.reshape(-1).astype(np.int64)
+    pair, inv = np.unique(np.minimum(rows, cols) * n + np.maximum(rows, cols), return_inverse=True)
+    del rows, cols
+    lo, hi = pair // n, pair % n
+    indptr = np.searchsorted(lo, np.arange(n + 1))
+    support = sp.csr_matrix((np.ones(pair.size, dtype=np.float32), hi, indptr), shape=(n, n))
+    del pair, lo, hi
+    dots = _sampled_dots(x, support)[inv.reshape(-1)].reshape(n, m)  # CSR order = sorted unique pairs
     sq = np.einsum("ij,ij->i", x, x, dtype=np.float32)
     return (sq[:, None] + sq[cand]) - 2.0 * dots
 
@@ -230,35 +343,47 @@ def approx_knn(x: np.ndarray, k: int, pca_dim: int = 128, candidates: int = 2, b
     is measured on ``check_queries`` random rows; while it is below ``target_recall`` (default
     :data:`APPROX_TARGET_RECALL`), ``candidates`` is doubled and steps 2-3 repeated (at most ``max_rounds``
     rounds; the last result is returned with a warning if the target is still missed). ``info`` (a dict)
-    receives the rounds, parameters and measured recalls.
+    receives the rounds, parameters, measured recalls and the pieces' times.
 
-    Cost: N^2 / 2 x ``pca_dim`` multiply-adds instead of N^2 / 2 x D, in a faster number format. Why not
-    faiss' IVF or HNSW: on 2048-d features on this CPU, the IVF list scans and the HNSW graph build are slower
-    than these dense products, and their recall at ``k`` = 30 on clustered re-id features was low (IVF with
-    ``nprobe`` 16: 0.53, ``projects/MMT``); measured in ``bench/bench_clustering.py``.
+    Cost: N^2 / 2 x (``pca_dim`` + 4) multiply-adds instead of N^2 / 2 x D, in a faster number format, plus a
+    filter that costs about as much as the products (:func:`_threshold_knn`). Why not faiss' IVF or HNSW: on
+    2048-d features on this CPU the IVF list scans are slower than these dense products and their recall at
+    ``k`` = 30 on clustered re-id features was low (IVF with ``nprobe`` 16: 0.53, ``projects/MMT``);
+    ``faiss.IndexHNSWFlat`` (M 16, efConstruction 40, efSearch 96, one thread) on the same PCA-128 vectors at
+    N = 30,000 took 3.4 s to build and 6.9 s to search 60 neighbours per row, against ~4 s for
+    :func:`_threshold_knn`, and its graph search is approximate on top of the PCA (measured for issue 17,
+    ``BENCHMARKS.md`` section 3).
     """
     import logging
+    import time
 
     target = APPROX_TARGET_RECALL if target_recall is None else float(target_recall)
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, d = x.shape
     k = int(min(k, n))
     rs = np.random.RandomState(seed)
+    tic = time.perf_counter()
     z = _pca_project(x, int(pca_dim), 20_000, rs)
+    t_pca = time.perf_counter() - tic
     q_check = np.sort(rs.choice(n, min(n, int(check_queries)), replace=False))
+    tic = time.perf_counter()
     exact = torch_knn(x, k, queries=q_check)
+    t_check = time.perf_counter() - tic
     rounds = []
     c = max(1, int(candidates))
     for _ in range(max(1, int(max_rounds))):
         m = int(min(n, c * k))
-        cand = _threshold_knn(z, m, bf16=bf16, seed=seed)
+        tinfo = {}
+        cand = _threshold_knn(z, m, bf16=bf16, seed=seed, info=tinfo)
+        tic = time.perf_counter()
         dist = _pair_sq_dists(x, cand)
         keep = np.argsort(dist, axis=1, kind="stable")[:, :k]
         rank = np.take_along_axis(cand, keep, axis=1)
         del cand, dist, keep
+        tinfo["t_rerank"] = time.perf_counter() - tic
         hits = sum(len(np.intersect1d(exact[i], rank[j])) for i, j in enumerate(q_check))
         recall = float(hits / exact.size)
-        rounds.append({"candidates": m, "recall": recall})
+        rounds.append({"candidates": m, "recall": recall, **{a: round(b, 3) for a, b in tinfo.items()}})
         if recall >= target or m >= n:
             break
         c *= 2
@@ -267,7 +392,8 @@ def approx_knn(x: np.ndarray, k: int, pca_dim: int = 128, candidates: int = 2, b
                                             "(%s); use index='torch' for an exact search", k, recall, target,
                                             len(rounds), rounds)
     if info is not None:
-        info.update(pca_dim=int(z.shape[1]), bf16=bool(bf16), rounds=rounds, recall=rounds[-1]["recall"])
+        info.update(pca_dim=int(z.shape[1]), bf16=bool(bf16), rounds=rounds, recall=rounds[-1]["recall"],
+                    t_pca=round(t_pca, 3), t_check=round(t_check, 3))
     return rank
 
 
