@@ -49,6 +49,16 @@ def one_thread():
     """One intra-op torch thread: on 2 shared cores, 2 OpenMP threads next to another busy process make small CPU
     convolutions ~10x slower (spin-waiting); one thread is steady. Use with
     ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    yield from _one_torch_thread()
+
+
+@pytest.fixture(scope="module")
+def one_thread_module():
+    """:func:`one_thread` for a whole test module (``pytest.mark.usefixtures("one_thread_module")``)."""
+    yield from _one_torch_thread()
+
+
+def _one_torch_thread():
     import torch
 
     n = torch.get_num_threads()

@@ -11,12 +11,7 @@ from fastreid_ext.engine import Trainer
 from fastreid_ext.modeling.backbones.multiscale import LEVELS, as_multiscale, level_table, split_levels
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 OSNET = ["MODEL.BACKBONE.NAME", "build_torchreid_backbone", "MODEL.BACKBONE.TORCHREID.ARCH", "osnet_x0_25",
