@@ -29,7 +29,9 @@ def add_fastreid_ext_config(cfg):
     # Explicit keypoint file(s) (json, see fastreid_ext.data.annotations); empty: look for
     # ``keypoints.json`` in the image's folder and its parents (the dataset root).
     _C.DATASETS.ANNOTATIONS.KEYPOINTS_FILES = []
-    # Explicit mask root folder(s); empty: look for a ``masks/`` folder next to the image folders.
+    # Explicit mask root folder(s); empty: look for a ``masks/`` folder next to the image folders. Given, they
+    # replace those folders (an image they lack has no mask: ON_MISSING); IMG_DIR/REL maps to ROOT/REL.png for
+    # the image's folder or a parent as IMG_DIR (see fastreid_ext.data.annotations.AnnotationIndex).
     _C.DATASETS.ANNOTATIONS.MASK_ROOTS = []
     # What an image without keypoints/mask gets: "error" (raise, naming the image) or "empty"
     # (logged once per image: zero-score keypoints, an all-ones mask, i.e. the unmasked image).

@@ -88,16 +88,24 @@ class AnnotationIndex:
     Args:
         keypoint_files: explicit keypoint JSON files; their keys are relative to the file's folder.
         mask_roots: explicit mask roots; an image ``D/REL`` maps to ``ROOT/REL.png`` where ``D`` is the
-            folder of the matching keypoint file or the dataset root found by search.
+            image's folder or one of its parents (the image folder first, up to three levels: ``D`` may be the
+            dataset root, or the folder holding several dataset folders when ``ROOT`` mirrors them as
+            ``ROOT/<dataset folder>/REL.png``). Roots inside one of those folders are tried first, nearest
+            folder first, so that datasets with the same relative file names never take each other's masks.
         search: look for ``keypoints.json`` / ``masks/`` in the image's folder and its parents.
+        mask_search: look for ``masks/`` folders beside the images (default: only without explicit
+            ``mask_roots``; explicit roots replace the dataset's own masks: an image they lack has no mask, it
+            does not silently get the dataset's ``masks/`` one).
     """
 
     def __init__(self, keypoint_files: Iterable[str] = (), mask_roots: Iterable[str] = (),
-                 search: bool = True):
+                 search: bool = True, mask_search: Optional[bool] = None):
         self._by_abs: Dict[str, np.ndarray] = {}
         self._loaded_dirs: Dict[str, bool] = {}
         self.mask_roots = [Path(r) for r in mask_roots]
+        self._resolved_roots = [r.resolve() for r in self.mask_roots]
         self.search = search
+        self.mask_search = bool(search and (not self.mask_roots if mask_search is None else mask_search))
         for f in keypoint_files:
             self._add_file(Path(f))
 
@@ -135,12 +143,15 @@ class AnnotationIndex:
     # -- masks -----------------------------------------------------------------------------------
     def mask_path(self, img_path: str) -> Optional[Path]:
         img = Path(img_path).resolve()
-        candidates = []
-        for d in self._search_dirs(img):
-            rel = img.relative_to(d).with_suffix(".png")
+        levels = [(d, img.relative_to(d).with_suffix(".png")) for d in self._search_dirs(img)]
+        # first the roots inside the image's own folders, nearest folder first: they belong to its dataset (two
+        # datasets with the same relative file names, each with its root beside or inside it, never swap masks)
+        candidates = [root / rel for d, rel in levels for root, resolved in zip(self.mask_roots, self._resolved_roots)
+                      if d in resolved.parents]
+        for d, rel in levels:
             for root in self.mask_roots:
                 candidates.append(root / rel)
-            if self.search:
+            if self.mask_search:
                 candidates.append(d / MASKS_DIRNAME / rel)
         for c in candidates:
             if c.is_file():

@@ -26,7 +26,11 @@ class Stage:
     experiment seed plus this (MMT's second source model). ``weights``: ``(config key, stage name)`` pairs whose
     ``model_final.pth`` goes into that key (e.g. ``MODEL.MMT.WEIGHTS_1``). ``eval_only``: ``--eval-only`` (needs
     ``MODEL.WEIGHTS`` among ``weights``). ``measure``: measurements after the run. ``seed_keys``: extra config
-    keys set to the run's seed (e.g. ``TRANSFER.FRACTION_SEED``)."""
+    keys set to the run's seed (e.g. ``TRANSFER.FRACTION_SEED``). ``masks``: person masks from this segmentation
+    backend (:data:`fastreid_ext.segmentation.BACKENDS`, e.g. ``"mediapipe"``) instead of the datasets' own: the
+    runner extracts them for the run's SynthPed datasets once (``<datasets' parent>/masks_<backend>/``) and passes
+    ``DATASETS.ANNOTATIONS.MASK_ROOTS`` with ``ON_MISSING empty`` (:func:`fastreid_ext.experiments.runner.
+    prepare_segmenter_masks`); ``""``: the datasets' own ``masks/`` (SynthPed's exact masks)."""
 
     name: str
     config: str
@@ -36,6 +40,7 @@ class Stage:
     eval_only: bool = False
     measure: Tuple[str, ...] = ()
     seed_keys: Tuple[str, ...] = ()
+    masks: str = ""
 
 
 @dataclass(frozen=True)
@@ -231,26 +236,43 @@ register_comparison(Comparison(
     name="jointibn",
     description="JointIBN on SynthPed, tested on the unseen SynthPedB. From the ImageNet MobileNetV2 (128 x 64, the "
                 "configs' 150 iterations for every run): joint (SynthPedA + SynthPedC) vs single-domain (SynthPedA) "
-                "training, with vs without background removal (SynthPed's exact person masks, train and test). IBN-a "
-                "vs none on ResNet-18 from scratch only (FastReID's IBN-a exists for ResNets alone; no ImageNet "
+                "training, with vs without background removal (SynthPed's exact person masks, train and test; and "
+                "the same joint / single bg-removal configs with the masks of a real segmenter, mediapipe 0.10.14, "
+                "extracted once for SynthPedA, C and B). IBN-a vs none on ResNet-18 from scratch only (FastReID's IBN-a exists for ResNets alone; no ImageNet "
                 "weights for it here): joint_R18-ibn.yml at 64 x 32, 300 iterations (6 epochs of 50) for every run.",
     stages={"joint_bg": Stage("joint_bg", f"{_JM}/joint_mnv2.yml"),
             "joint": Stage("joint", f"{_JM}/joint_mnv2_nobg.yml"),
             "single_bg": Stage("single_bg", f"{_JM}/single_mnv2.yml"),
             "single": Stage("single", f"{_JM}/single_mnv2_nobg.yml"),
+            "joint_bg_mp": Stage("joint_bg_mp", f"{_JM}/joint_mnv2.yml", masks="mediapipe",
+                                 measure=("segmenter_masks",)),
+            "single_bg_mp": Stage("single_bg_mp", f"{_JM}/single_mnv2.yml", masks="mediapipe",
+                                  measure=("segmenter_masks",)),
             "r18_joint_bg_ibn": _ji("r18_joint_bg_ibn", ("SynthPedA", "SynthPedC"), True),
             "r18_joint_bg": _ji("r18_joint_bg", ("SynthPedA", "SynthPedC"), True, ibn=False),
             "r18_joint_ibn": _ji("r18_joint_ibn", ("SynthPedA", "SynthPedC"), False),
             "r18_joint": _ji("r18_joint", ("SynthPedA", "SynthPedC"), False, ibn=False)},
     arms=[Arm("MNv2 joint + bg removal", ("joint_bg",)), Arm("MNv2 joint", ("joint",)),
           Arm("MNv2 single + bg removal", ("single_bg",)), Arm("MNv2 single", ("single",)),
+          Arm("MNv2 joint + bg removal (mediapipe masks)", ("joint_bg_mp",)),
+          Arm("MNv2 single + bg removal (mediapipe masks)", ("single_bg_mp",)),
           Arm("R18 joint + bg removal, IBN-a", ("r18_joint_bg_ibn",)), Arm("R18 joint + bg removal", ("r18_joint_bg",)),
           Arm("R18 joint, IBN-a", ("r18_joint_ibn",)), Arm("R18 joint", ("r18_joint",))],
-    metrics=["SynthPedB/Rank-1", "SynthPedB/mAP", "SynthPedB/mINP"],
+    metrics=["SynthPedB/Rank-1", "SynthPedB/mAP", "SynthPedB/mINP", "masks/SynthPedB/IoU", "masks/SynthPedB/no_person",
+             "masks/train/IoU", "masks/train/no_person"],
+    plot_metrics=["SynthPedB/Rank-1", "SynthPedB/mAP", "SynthPedB/mINP"],
     notes=["IBN vs none is on ResNet-18 from scratch only (projects/JointIBN/configs/SynthPed/joint_R18-ibn.yml with "
            "MODEL.BACKBONE.WITH_IBN True / False); the MobileNetV2 arms have no IBN.",
-           "Background removal uses SynthPed's exact masks; segmenter (mediapipe) masks are not an arm: mediapipe is "
-           "not available on the GPU machine and the replaced bench did not support them."],
+           "Background removal uses SynthPed's exact masks, except in the '(mediapipe masks)' arms: the same configs "
+           "(joint_mnv2.yml, single_mnv2.yml) and budget with the masks of mediapipe 0.10.14's person segmentation "
+           "(fastreid_ext/segmentation, pose segmentation with selfie fallback), extracted once by the runner for "
+           "every image of SynthPedA, C and B into <datasets' parent>/masks_mediapipe/ (train and test use them); "
+           "images where it finds no person are used unmasked (DATASETS.ANNOTATIONS.ON_MISSING empty, logged). "
+           "Extraction runs on the CPU (mediapipe has no GPU path here), before the runs.",
+           "masks/...: measurement segmenter_masks of the mediapipe arms (fastreid_ext/joint_ibn/measures.py): IoU is "
+           "the mean IoU of the mediapipe masks with SynthPed's exact masks over the images that have one, no_person "
+           "the fraction of images without a person found; SynthPedB: its query + gallery images, train: the "
+           "training images of the run's train sets."],
 ))
 
 # ---------------------------------------------------------------------------------------------------- posetransfer
@@ -317,3 +339,87 @@ def _pt_fraction_comparison(fractions=(0.6, 0.2)) -> Comparison:
 
 
 register_comparison(_pt_fraction_comparison())
+
+# ---------------------------------------------------------------------------------------------------- posegan
+_PG = "projects/PoseTransfer/configs/SynthPed-GAN"
+#: part 1's transfer configs (MobileNetV2) with the pose-GAN's E_I: ResNet-18 from scratch, last stride 1, 512-d
+#: (the backbone of stage1_baseline.yml, configs/Base-SynthPed.yml)
+_PG_R18 = _t("MODEL.BACKBONE.NAME", "build_resnet_backbone", "MODEL.BACKBONE.DEPTH", "18x", "MODEL.BACKBONE.FEAT_DIM",
+             512, "MODEL.BACKBONE.LAST_STRIDE", 1, "MODEL.BACKBONE.PRETRAIN", False)
+#: budgets (iterations = ITERS_PER_EPOCH x MAX_EPOCH; evaluation once, at the end; keep TEST.EVAL_PERIOD = MAX_EPOCH).
+#: Stage I: batch 64 (Base-SynthPed); stages II / III: batch 16 = 4 x 4 (Base-gan.yml); a checkpoint every 2 epochs
+#: (for --resume; a stage-III checkpoint is ~320 MB with D_i and both optimizers)
+_PG_S1_BUDGET = _t("SOLVER.ITERS_PER_EPOCH", 50, "SOLVER.MAX_EPOCH", 4, "SOLVER.STEPS", "[3]",
+                   "SOLVER.WARMUP_ITERS", 10, "SOLVER.CHECKPOINT_PERIOD", 2, "TEST.EVAL_PERIOD", 4)  # 200 iterations
+_PG_S2_BUDGET = _t("SOLVER.ITERS_PER_EPOCH", 50, "SOLVER.MAX_EPOCH", 6, "SOLVER.STEPS", "[5]",
+                   "SOLVER.CHECKPOINT_PERIOD", 2, "TEST.EVAL_PERIOD", 6)                     # 300 iterations
+_PG_S3_BUDGET = _t("SOLVER.ITERS_PER_EPOCH", 50, "SOLVER.MAX_EPOCH", 10, "SOLVER.STEPS", "[8]",
+                   "SOLVER.CHECKPOINT_PERIOD", 2, "TEST.EVAL_PERIOD", 10)                    # 500 iterations
+#: Model B's source stage (E_A on the frozen E_I, SynthPedA, batch 64) and transfer (SynthPedB, batch 64): the configs'
+#: own budgets, written out (source_modelB_mobilenetv2.yml: 2 epochs of SynthPedA = 2 x 1,810 // 64; Base-transfer.yml)
+_PG_SRCB_BUDGET = _t("SOLVER.ITERS_PER_EPOCH", 28, "SOLVER.MAX_EPOCH", 2, "SOLVER.STEPS", "[3]",
+                     "SOLVER.CHECKPOINT_PERIOD", 2, "TEST.EVAL_PERIOD", 2)                   # 56 iterations
+_PG_B_BUDGET = _t("SOLVER.ITERS_PER_EPOCH", 16, "SOLVER.MAX_EPOCH", 3, "SOLVER.STEPS", "[2]",
+                  "SOLVER.CHECKPOINT_PERIOD", 3, "TEST.EVAL_PERIOD", 3)                      # 48 iterations
+#: stage III in both arms: G at 1e-4, E_I at 1e-5 (ENCODER_LR_FACTOR 0.1; FD-GAN's 1e-5 / 1e-6 would hardly move E_I)
+_PG_S3 = _t("SOLVER.BASE_LR", "0.0001")
+#: D_i left out of stage II (as measured in projects/PoseTransfer/README.md; its ResNet-18 copy is costly: stage III
+#: takes 13.2 s per iteration with it, 4.1 without, 128 x 64 on one core)
+_PG_S2 = _t("MODEL.POSE_TRANSFER.GAN.LOSS.ADV_ID", "0.0")
+#: the supervised arm: stage III with the four GAN terms at 0 (C_v's BCE x 10 alone, same trainer and budget)
+_PG_NOGAN = _t(*(x for k in ("ADV_ID", "ADV_POSE", "RECON", "SAME_POSE")
+                 for x in (f"MODEL.POSE_TRANSFER.GAN.LOSS.{k}", "0.0")))
+
+
+def _pg_arm_stages(tag: str, extra: Tuple[str, ...]) -> Dict[str, Stage]:
+    return {
+        f"stage3_{tag}": Stage(f"stage3_{tag}", f"{_PG}/stage3_joint.yml", _PG_S3_BUDGET + _PG_S3 + extra,
+                               weights=(("TRANSFER.SOURCE_WEIGHTS", "stage2"),)),
+        f"srcB_{tag}": Stage(f"srcB_{tag}", f"{_PT}/source_modelB_mobilenetv2.yml", _PG_R18 + _PG_SRCB_BUDGET,
+                             weights=(("TRANSFER.SOURCE_WEIGHTS", f"stage3_{tag}"),)),
+        f"B_{tag}": Stage(f"B_{tag}", f"{_PT}/modelB_mobilenetv2.yml", _PG_R18 + _PG_B_BUDGET,
+                          weights=(("TRANSFER.SOURCE_WEIGHTS", f"srcB_{tag}"),), seed_keys=("TRANSFER.FRACTION_SEED",)),
+    }
+
+
+def _pg_iters(budget: Tuple[str, ...]) -> str:
+    b = dict(zip(budget[::2], budget[1::2]))
+    return f"{int(b['SOLVER.ITERS_PER_EPOCH']) * int(b['SOLVER.MAX_EPOCH'])}"
+
+
+register_comparison(Comparison(
+    name="posegan",
+    description="Does FD-GAN's pose-guided generator pre-training (Ge et al., FD-GAN: Pose-guided Feature Distilling "
+                "GAN for Robust Person Re-identification, NeurIPS 2018) give part 1's Model B a better E_I than plain "
+                "supervised training with the same budget? SynthPedA -> SynthPedB, ResNet-18 E_I from scratch at "
+                "128 x 64. Per seed (pre-training included, so the spread covers it): stage I, E_I + C_v on SynthPedA "
+                f"(stage1_baseline.yml, {_pg_iters(_PG_S1_BUDGET)} iterations at batch 64); stage II, E_P + G + D_p "
+                f"with E_I frozen (stage2_gan.yml, D_i left out, {_pg_iters(_PG_S2_BUDGET)} iterations at batch 16); "
+                f"stage III (stage3_joint.yml, {_pg_iters(_PG_S3_BUDGET)} iterations at batch 16, G 1e-4, E_I 1e-5) "
+                "in two arms that share stages I and II and differ only in stage III's loss weights: FD-GAN's GAN + "
+                "L1 + same-pose terms + C_v's BCE x 10, or C_v's BCE x 10 alone (the four GAN weights at 0: "
+                "supervised training, same trainer, same iterations). Then, for each arm, Model B's E_A on the "
+                "frozen E_I on SynthPedA (source_modelB_mobilenetv2.yml with the ResNet-18 E_I, "
+                f"{_pg_iters(_PG_SRCB_BUDGET)} iterations) and Model B's transfer to SynthPedB with all its training "
+                f"identities (modelB_mobilenetv2.yml, {_pg_iters(_PG_B_BUDGET)} iterations, "
+                "TRANSFER.FRACTION_SEED = seed). RR/: after verification re-ranking of the top 100; source/: the "
+                "Model B source stage on SynthPedA; E_I/: E_I's own feature on SynthPedA after stage III.",
+    stages={"stage1": Stage("stage1", f"{_PG}/stage1_baseline.yml", _PG_S1_BUDGET),
+            "stage2": Stage("stage2", f"{_PG}/stage2_gan.yml", _PG_S2_BUDGET + _PG_S2,
+                            weights=(("TRANSFER.SOURCE_WEIGHTS", "stage1"),)),
+            **_pg_arm_stages("gan", ()),
+            **_pg_arm_stages("sup", _PG_NOGAN)},
+    arms=[Arm("Model B, E_I from GAN pre-training", ("stage1", "stage2", "stage3_gan", "srcB_gan", "B_gan"),
+              include=(("srcB_gan", "source/"), ("stage3_gan", "E_I/"))),
+          Arm("Model B, E_I from supervised training (same budget)",
+              ("stage1", "stage2", "stage3_sup", "srcB_sup", "B_sup"),
+              include=(("srcB_sup", "source/"), ("stage3_sup", "E_I/")))],
+    metrics=["SynthPedB/Rank-1", "SynthPedB/mAP", "SynthPedB/RR/Rank-1", "SynthPedB/RR/mAP",
+             "source/SynthPedA/Rank-1", "source/SynthPedA/mAP", "E_I/SynthPedA/Rank-1", "E_I/SynthPedA/mAP"],
+    plot_metrics=["SynthPedB/Rank-1", "SynthPedB/mAP", "E_I/SynthPedA/mAP"],
+    notes=["Both arms start stage III from the same stage-II checkpoint (E_I as stage I left it) and run the same "
+           "trainer for the same iterations; the supervised arm's generator and D_p still run but get no loss "
+           "(weights 0), D_i is not run in it. The GAN arm keeps stage3_joint.yml's D_i (LOSS.ADV_ID 1).",
+           "Paper (\"Person re-identification based on transfer learning of pose-invariant domain-dependent features\", Sec. 3-4, Table 2) uses FD-GAN's Market-1501 pre-training; SynthPed at 128 x 64 on "
+           "CPU with a few hundred iterations per stage is not that regime (projects/PoseTransfer/README.md)."],
+))

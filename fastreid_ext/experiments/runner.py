@@ -20,7 +20,10 @@ dependants skipped; the other runs go on. An interrupted run (``OUTPUT_DIR`` wit
 again (``--overwrite``), or continues from its last checkpoint with ``resume=True`` (``--resume``).
 
 The SynthPed datasets every pending run needs are generated once, in this process, before any child starts
-(parallel children would race to create them).
+(parallel children would race to create them); so are the segmenter masks of a stage that asks for them
+(``Stage.masks``, e.g. ``mediapipe``): written to ``<datasets' parent>/masks_<backend>/<dataset>/`` (SynthPed's exact
+``masks/`` untouched), passed to the run as ``DATASETS.ANNOTATIONS.MASK_ROOTS`` with ``ON_MISSING empty`` (images
+without a person found are used unmasked, logged); the mask source is part of the stage's hash.
 """
 from __future__ import annotations
 
@@ -59,7 +62,7 @@ def set_root(path) -> Path:
     return ROOT
 
 __all__ = ["set_root", "StageTask", "MissingConfigs", "plan", "run_experiments", "parse_eval_tables", "missing_configs",
-           "execute_stage", "slug"]
+           "execute_stage", "slug", "segmenter_mask_root", "segmenter_mask_roots", "prepare_segmenter_masks"]
 
 
 class MissingConfigs(FileNotFoundError):
@@ -153,11 +156,18 @@ def plan(comp: Comparison, seeds: Sequence[int], out: Path, *, budget: str = "de
             opts += ["SEED", str(run_seed)]
             for k in st.seed_keys:
                 opts += [k, str(run_seed)]
+            if st.masks:  # images the segmenter found no person in are used unmasked (logged by the loader)
+                opts += ["DATASETS.ANNOTATIONS.ON_MISSING", "empty"]
             deps = [keys[d] for _, d in st.weights]
             ident = {"config": st.config, "digest": config_digest(st.config), "opts": opts, "eval_only": st.eval_only, "measure": list(st.measure),
                      "weights": [[k, keys[d]] for k, d in st.weights]}
+            if st.masks:  # only then: the other stages keep their keys (and their finished runs)
+                ident["masks"] = st.masks
             key = _hash(ident)
             d = out / "stages" / f"{Path(st.config).stem}_s{run_seed}_{key}"
+            if st.masks:  # where the masks are (not in the hash, as OUTPUT_DIR): the datasets' segmenter roots
+                roots = [_rel(Path(r)) for r in segmenter_mask_roots(_stage_cfg(st.config, opts), st.masks)]
+                opts += ["DATASETS.ANNOTATIONS.MASK_ROOTS", json.dumps(roots)]
             for k, dep in st.weights:
                 opts += [k, _rel(stages[keys[dep]].out_dir / "model_final.pth")]
             opts += ["OUTPUT_DIR", _rel(d)]  # relative to the repository root (the children's cwd) when inside
@@ -300,10 +310,103 @@ def _write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+def _stage_cfg(config: str, pairs: Sequence[str]):
+    """The config of a run: ``config`` (relative to the repository root) with the ``KEY VALUE`` ``pairs``."""
+    import fastreid_ext
+
+    cfg = fastreid_ext.get_cfg()
+    cfg.merge_from_file(str(ROOT / config))
+    cfg.merge_from_list([a for a in pairs if a != "--eval-only"])
+    return cfg
+
+
+def synthped_dirs(cfg) -> List[tuple]:
+    """``(name, folder, is_train)`` of the SynthPed datasets of ``cfg`` (``DATASETS.NAMES`` then ``DATASETS.TESTS``,
+    with its ``DATASETS.SYNTHPED`` options; folders absolute, under the datasets root as the children see it)."""
+    from fastreid.data.datasets import DATASET_REGISTRY
+
+    from ..data.build import datasets_root
+    from ..data.datasets import _SynthPed, synthped_dir, synthped_options
+
+    root = datasets_root()
+    if not os.path.isabs(root):
+        root = str(ROOT / root)  # the children run in the repository root
+    opts = synthped_options(cfg)
+    found = []
+    for names, is_train in ((cfg.DATASETS.NAMES, True), (cfg.DATASETS.TESTS, False)):
+        for name in names:
+            try:
+                cls = DATASET_REGISTRY.get(name)
+            except KeyError:
+                continue
+            if isinstance(cls, type) and issubclass(cls, _SynthPed):
+                found.append((name, synthped_dir(root, cls.domain, opts), is_train))
+    return found
+
+
+def segmenter_mask_root(dataset_dir: str, backend: str) -> str:
+    """The mask root of ``backend``'s masks for the datasets beside ``dataset_dir``: ``<its parent>/masks_<backend>``,
+    holding ``<dataset folder name>/<rel>.png`` for each (never the dataset's own ``masks/``). As
+    ``DATASETS.ANNOTATIONS.MASK_ROOTS`` the image ``<parent>/<dataset>/<rel>`` maps to it through the parent, so
+    datasets with the same relative file names (the SynthPed domains) never take each other's masks."""
+    return os.path.join(os.path.dirname(os.path.abspath(dataset_dir)), f"masks_{backend}")
+
+
+def segmenter_mask_roots(cfg, backend: str) -> List[str]:
+    """The ``DATASETS.ANNOTATIONS.MASK_ROOTS`` of a run with ``backend``'s masks for its SynthPed datasets."""
+    dirs = synthped_dirs(cfg)
+    if not dirs:
+        raise ValueError(f"segmenter masks ({backend}) are made for SynthPed datasets only; the run names "
+                         f"{list(cfg.DATASETS.NAMES)} / {list(cfg.DATASETS.TESTS)}")
+    return list(dict.fromkeys(segmenter_mask_root(d, backend) for _, d, _ in dirs))
+
+
+SEGMENTER_DONE = "_done.json"
+#: the image folders of a SynthPed dataset (Market-1501 layout) whose masks a run needs: a training set's train
+#: split, a test set's query + gallery; "all": every image
+SEGMENTER_PARTS = {"all": (), "train": ("bounding_box_train",), "test": ("query", "bounding_box_test")}
+
+
+def prepare_segmenter_masks(dataset_dir: str, backend: str, part: str = "all") -> Dict:
+    """``backend``'s masks of every image of ``dataset_dir`` in ``segmenter_mask_root(dataset_dir)/<dataset>``
+    (:func:`fastreid_ext.segmentation.extract_masks`: resumable, masks already written are kept), once: a finished
+    folder holds ``_done.json`` (its numbers) and is not redone. Also measures the masks against the dataset's own
+    ``masks/`` (SynthPed's exact masks): mean IoU, fraction of images without a person. Returns the numbers."""
+    from ..data.annotations import MASKS_DIRNAME
+    from ..segmentation import build_segmenter, extract_masks, list_images, mask_path_for
+    from ..segmentation.quality import mask_agreement
+
+    out = Path(segmenter_mask_root(dataset_dir, backend)) / Path(dataset_dir).name
+    if part not in SEGMENTER_PARTS:
+        raise ValueError(f"part must be one of {sorted(SEGMENTER_PARTS)}, got {part!r}")
+    done = out / (SEGMENTER_DONE if part == "all" else f"_done_{part}.json")
+    if done.is_file():
+        return json.loads(done.read_text())
+    images = list_images(dataset_dir)
+    if SEGMENTER_PARTS[part]:  # only the folders the run reads (mediapipe costs 0.2-0.3 s per image on one core)
+        images = [p for p in images if Path(p).relative_to(dataset_dir).parts[0] in SEGMENTER_PARTS[part]]
+    with build_segmenter(backend) as seg:
+        stats = extract_masks(images, dataset_dir, seg, out_root=out, progress=False)
+    exact = Path(dataset_dir) / MASKS_DIRNAME
+    q = mask_agreement([str(p) for p in images], lambda p: mask_path_for(p, dataset_dir, out),
+                       lambda p: mask_path_for(p, dataset_dir, exact))
+    computed = stats.written + len(stats.no_person)
+    info = {"backend": backend, "dataset": str(dataset_dir), "part": part, "masks": str(out), "images": len(images),
+            "no_person": len(stats.no_person), "unreadable": len(stats.unreadable), "iou_exact": q["iou"],
+            "no_person_fraction": q["no_mask"], "seconds": stats.seconds,
+            "seconds_per_image": stats.seconds / computed if computed else None}
+    _write_json(done, info)
+    print(f"[runner] {backend} masks of {dataset_dir} -> {out}: {stats}; against the exact masks: mean IoU "
+          f"{q['iou']:.3f}, no person found in {info['no_person']} of {len(images)} images"
+          + (f" ({info['seconds_per_image']:.3f} s per image)" if computed else ""), flush=True)
+    return info
+
+
 def prepare_datasets(tasks: Sequence[StageTask], workers: int = 1) -> List[str]:
     """Generate the SynthPed datasets (``DATASETS.NAMES`` + ``DATASETS.TESTS`` with their ``DATASETS.SYNTHPED``
     options) the tasks need and that do not exist yet, one after the other with ``workers`` processes each; other
-    datasets are left to the runs. Returns the folders generated."""
+    datasets are left to the runs. For a stage with segmenter masks (``Stage.masks``), the segmenter's masks of its
+    SynthPed datasets are extracted next (:func:`prepare_segmenter_masks`, once). Returns the folders generated."""
     import fastreid_ext
     from fastreid.data.datasets import DATASET_REGISTRY
 
@@ -341,6 +444,12 @@ def prepare_datasets(tasks: Sequence[StageTask], workers: int = 1) -> List[str]:
                              progress=False, workers=max(1, int(workers)))
             print(f"[runner] generated {d} in {time.time() - t0:.0f} s ({workers} worker(s))", flush=True)
             made.append(d)
+        if t.stage.masks:  # the segmenter's masks of its SynthPed datasets, beside them (prepare_segmenter_masks)
+            for _, d, is_train in synthped_dirs(cfg):
+                part = "train" if is_train else "test"
+                if (d, t.stage.masks, part) not in seen:
+                    seen.add((d, t.stage.masks, part))
+                    prepare_segmenter_masks(d, t.stage.masks, part)
     return made
 
 
