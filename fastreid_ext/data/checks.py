@@ -140,7 +140,9 @@ def check_annotations(paths: Sequence[str], annotations: Optional[AnnotationInde
                 f"{text}. Create them with {tool} (or tools/make_synthetic.py for SynthPed), point "
                 f"DATASETS.ANNOTATIONS.{key} at them, set DATASETS.ANNOTATIONS.ON_MISSING empty to use empty targets "
                 f"for those images, or turn DATASETS.ANNOTATIONS.LOAD_{what.upper()} off.")
-        logger.warning("%s: using empty targets for them (DATASETS.ANNOTATIONS.ON_MISSING empty)", text)
+        logger.warning("%s: %s (DATASETS.ANNOTATIONS.ON_MISSING empty)", text,
+                       "using empty targets for them (keypoint scores 0)" if what == "keypoints"
+                       else "those images are used unmasked (full masks)")
     for p in paths:
         if load_keypoints:
             kps = annotations.keypoints(p)

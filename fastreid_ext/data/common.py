@@ -55,10 +55,11 @@ class AnnotatedDataset(CommDataset):
             raise AnnotationError(
                 f"no {what} for image {path}. Create them (tools/extract_keypoints.py, tools/extract_masks.py "
                 f"or tools/make_synthetic.py), point DATASETS.ANNOTATIONS at them, or set "
-                f"DATASETS.ANNOTATIONS.ON_MISSING empty to train with an empty target.")
+                f"DATASETS.ANNOTATIONS.ON_MISSING empty to go on without (keypoint scores 0, image unmasked).")
         if (what, path) not in self._warned:
             self._warned.add((what, path))
-            logger.warning("no %s for %s: using an empty target (ON_MISSING=empty)", what, path)
+            logger.warning("no %s for %s: %s (ON_MISSING=empty)", what, path,
+                           "image used unmasked (full mask)" if what == "mask" else "keypoints with score 0")
 
     def __getitem__(self, index):
         item = self.img_items[index]
