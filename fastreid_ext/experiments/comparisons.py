@@ -185,7 +185,9 @@ register_comparison(Comparison(
     name="mmt",
     description="SynthPedA (labelled source) -> SynthPedB (unlabelled target), ImageNet MobileNetV2: source-only "
                 "models (Baseline and RBNet, the configs of the rbnet comparison) evaluated on SynthPedB, then MMT "
-                "from two source models of each kind (seeds s and s + 1000). Pseudo-label quality of the DBSCAN "
+                "from two source models of each kind (seeds s and s + 1000); the MobileNetV2 MMT configs cluster with "
+                "k-means (100 clusters, MMT-500 scaled to SynthPedB's 150 ids: DBSCAN at MMT's eps rule could not "
+                "start from these sources), the JointIBN arm with DBSCAN. Pseudo-label quality of the "
                 "clustering of SynthPedB's train images: at the first clustering (the source models' mean nets) "
                 "and with the final mean nets (pl_init/, pl_final/: clusters, outliers, ARI against the true ids, "
                 "outliers counted as singletons).",
