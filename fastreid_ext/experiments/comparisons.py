@@ -240,7 +240,7 @@ register_comparison(Comparison(
                 "configs' 150 iterations for every run): joint (SynthPedA + SynthPedC) vs single-domain (SynthPedA) "
                 "training, with vs without background removal (SynthPed's exact person masks, train and test; and "
                 "the same joint / single bg-removal configs with the masks of a real segmenter, mediapipe 0.10.14, "
-                "extracted once for SynthPedA, C and B). IBN-a vs none on ResNet-18 from scratch only (FastReID's IBN-a exists for ResNets alone; no ImageNet "
+                "extracted once for the splits the runs read). IBN-a vs none on ResNet-18 from scratch only (FastReID's IBN-a exists for ResNets alone; no ImageNet "
                 "weights for it here): joint_R18-ibn.yml at 64 x 32, 300 iterations (6 epochs of 50) for every run.",
     stages={"joint_bg": Stage("joint_bg", f"{_JM}/joint_mnv2.yml"),
             "joint": Stage("joint", f"{_JM}/joint_mnv2_nobg.yml"),
@@ -267,8 +267,9 @@ register_comparison(Comparison(
            "MODEL.BACKBONE.WITH_IBN True / False); the MobileNetV2 arms have no IBN.",
            "Background removal uses SynthPed's exact masks, except in the '(mediapipe masks)' arms: the same configs "
            "(joint_mnv2.yml, single_mnv2.yml) and budget with the masks of mediapipe 0.10.14's person segmentation "
-           "(fastreid_ext/segmentation, pose segmentation with selfie fallback), extracted once by the runner for "
-           "every image of SynthPedA, C and B into <datasets' parent>/masks_mediapipe/ (train and test use them); "
+           "(fastreid_ext/segmentation, pose segmentation with selfie fallback), extracted once by the runner into "
+           "<datasets' parent>/masks_mediapipe/ for the images a run reads (a training set's train split, a test "
+           "set's query + gallery); "
            "images where it finds no person are used unmasked (DATASETS.ANNOTATIONS.ON_MISSING empty, logged). "
            "Extraction runs on the CPU (mediapipe has no GPU path here), before the runs.",
            "masks/...: measurement segmenter_masks of the mediapipe arms (fastreid_ext/joint_ibn/measures.py): IoU is "
