@@ -407,49 +407,30 @@ def prepare_datasets(tasks: Sequence[StageTask], workers: int = 1) -> List[str]:
     options) the tasks need and that do not exist yet, one after the other with ``workers`` processes each; other
     datasets are left to the runs. For a stage with segmenter masks (``Stage.masks``), the segmenter's masks of its
     SynthPed datasets are extracted next (:func:`prepare_segmenter_masks`, once). Returns the folders generated."""
-    import fastreid_ext
     from fastreid.data.datasets import DATASET_REGISTRY
 
-    from ..data.build import datasets_root
-    from ..data.datasets import _SynthPed, synthped_dir, synthped_options
+    from ..data.datasets import synthped_options
     from ..data.synthped import generate_dataset
 
     made, seen = [], set()
-    root = datasets_root()
-    if not os.path.isabs(root):
-        root = str(ROOT / root)  # the children run in the repository root
     for t in tasks:
-        cfg = fastreid_ext.get_cfg()
-        cfg.merge_from_file(str(ROOT / t.stage.config))
-        pairs = t.argv[t.argv.index(t.stage.config) + 1:]
-        pairs = [a for a in pairs if a != "--eval-only"]
-        cfg.merge_from_list(pairs)
+        cfg = _stage_cfg(t.stage.config, t.argv[t.argv.index(t.stage.config) + 1:])
         opts = synthped_options(cfg)
-        for name in list(cfg.DATASETS.NAMES) + list(cfg.DATASETS.TESTS):
-            try:
-                cls = DATASET_REGISTRY.get(name)
-            except KeyError:
-                continue
-            if not (isinstance(cls, type) and issubclass(cls, _SynthPed)):
-                continue
-            d = synthped_dir(root, cls.domain, opts)
-            if d in seen or os.path.isfile(os.path.join(d, "meta.json")):
-                seen.add(d)
-                continue
+        for name, d, is_train in synthped_dirs(cfg):
+            if d not in seen and not os.path.isfile(os.path.join(d, "meta.json")):
+                t0 = time.time()
+                generate_dataset(os.path.dirname(d), domain=DATASET_REGISTRY.get(name).domain, seed=opts["seed"],
+                                 num_train_ids=opts["num_train_ids"], num_test_ids=opts["num_test_ids"],
+                                 preset=opts["preset"], vertical_misalign=opts["vertical_misalign"],
+                                 progress=False, workers=max(1, int(workers)))
+                print(f"[runner] generated {d} in {time.time() - t0:.0f} s ({workers} worker(s))", flush=True)
+                made.append(d)
             seen.add(d)
-            t0 = time.time()
-            generate_dataset(os.path.dirname(d), domain=cls.domain, seed=opts["seed"],
-                             num_train_ids=opts["num_train_ids"], num_test_ids=opts["num_test_ids"],
-                             preset=opts["preset"], vertical_misalign=opts["vertical_misalign"],
-                             progress=False, workers=max(1, int(workers)))
-            print(f"[runner] generated {d} in {time.time() - t0:.0f} s ({workers} worker(s))", flush=True)
-            made.append(d)
-        if t.stage.masks:  # the segmenter's masks of its SynthPed datasets, beside them (prepare_segmenter_masks)
-            for _, d, is_train in synthped_dirs(cfg):
-                part = "train" if is_train else "test"
-                if (d, t.stage.masks, part) not in seen:
-                    seen.add((d, t.stage.masks, part))
-                    prepare_segmenter_masks(d, t.stage.masks, part)
+            # the segmenter's masks of the splits the run reads, beside the datasets (prepare_segmenter_masks)
+            part = "train" if is_train else "test"
+            if t.stage.masks and (d, t.stage.masks, part) not in seen:
+                seen.add((d, t.stage.masks, part))
+                prepare_segmenter_masks(d, t.stage.masks, part)
     return made
 
 
