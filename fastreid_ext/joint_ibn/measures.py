@@ -17,33 +17,27 @@ from ..experiments.measure import register_measurement
 
 @register_measurement("segmenter_masks")
 def segmenter_masks(cfg, weights: str) -> Dict[str, float]:
-    from fastreid.data.datasets import DATASET_REGISTRY
-
     from ..data.annotations import MASKS_DIRNAME
     from ..data.build import annotation_index, build_dataset
-    from ..data.datasets import _SynthPed
+    from ..experiments.runner import synthped_dirs
     from ..segmentation import mask_path_for
     from ..segmentation.quality import mask_agreement
 
     index = annotation_index(cfg)
     out: Dict[str, float] = {}
     train_paths, train_refs = [], {}
-    for names, is_train in ((cfg.DATASETS.NAMES, True), (cfg.DATASETS.TESTS, False)):
-        for name in names:
-            cls = DATASET_REGISTRY.get(name)
-            if not (isinstance(cls, type) and issubclass(cls, _SynthPed)):
-                continue
-            data = build_dataset(name, cfg)
-            root = Path(data.data_dir)
-            items = data.train if is_train else list(data.query) + list(data.gallery)
-            paths = sorted({it[0] for it in items})
-            refs = {p: mask_path_for(p, root, root / MASKS_DIRNAME) for p in paths}
-            if is_train:
-                train_paths += paths
-                train_refs.update(refs)
-                continue
-            q = mask_agreement(paths, index.mask_path, refs.get)
-            out[f"masks/{name}/IoU"], out[f"masks/{name}/no_person"] = q["iou"], q["no_mask"]
+    for name, _, is_train in synthped_dirs(cfg):
+        data = build_dataset(name, cfg)
+        root = Path(data.data_dir)
+        items = data.train if is_train else list(data.query) + list(data.gallery)
+        paths = sorted({it[0] for it in items})
+        refs = {p: mask_path_for(p, root, root / MASKS_DIRNAME) for p in paths}
+        if is_train:
+            train_paths += paths
+            train_refs.update(refs)
+            continue
+        q = mask_agreement(paths, index.mask_path, refs.get)
+        out[f"masks/{name}/IoU"], out[f"masks/{name}/no_person"] = q["iou"], q["no_mask"]
     if train_paths:
         q = mask_agreement(train_paths, index.mask_path, train_refs.get)
         out["masks/train/IoU"], out["masks/train/no_person"] = q["iou"], q["no_mask"]
