@@ -185,12 +185,13 @@ def _opts(argv):
     return dict(zip(rest[::2], rest[1::2]))
 
 
-def test_posegan_plan_shares_pretraining_and_differs_only_in_gan_weights(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name,di_in_gan_arm", [("posegan", True), ("posegan_cpu", False)])
+def test_posegan_plan_shares_pretraining_and_differs_only_in_gan_weights(tmp_path, monkeypatch, name, di_in_gan_arm):
     import fastreid_ext
     from fastreid_ext.experiments import runner
 
     monkeypatch.setattr(runner, "ROOT", ROOT)
-    comp = C.get_comparison("posegan")
+    comp = C.get_comparison(name)
     p = runner.plan(comp, [0, 1], tmp_path)
     tasks = p["stages"]
     (gan_arm,) = [a for a in comp.arms if "GAN" in a.name]
@@ -218,8 +219,11 @@ def test_posegan_plan_shares_pretraining_and_differs_only_in_gan_weights(tmp_pat
         assert a3.stage.config == b3.stage.config
         oa, ob = _opts(a3.argv), _opts(b3.argv)
         diff = {k for k in set(oa) | set(ob) if oa.get(k) != ob.get(k)} - {"OUTPUT_DIR"}
-        assert diff == set(gan_keys)
+        # posegan_cpu: D_i off in both arms' stage III (ADV_ID 0 in both), the other three weights differ
+        assert diff == set(gan_keys if di_in_gan_arm else gan_keys[1:])
         assert all(float(ob[k]) == 0.0 for k in gan_keys)
+        assert all(float(oa.get(k, 1.0)) > 0 for k in gan_keys[1:])
+        assert (float(oa.get(gan_keys[0], 1.0)) > 0) == di_in_gan_arm
         # the later stages differ only in the weights they start from
         for st in ("srcB", "B"):
             ta, tb = tasks[g[f"{st}_gan"]], tasks[s[f"{st}_sup"]]
@@ -250,6 +254,7 @@ def test_posegan_plan_shares_pretraining_and_differs_only_in_gan_weights(tmp_pat
     c3g, c3s = cfg_of(g["stage3_gan"]), cfg_of(s["stage3_sup"])
     lg, ls = c3g.MODEL.POSE_TRANSFER.GAN.LOSS, c3s.MODEL.POSE_TRANSFER.GAN.LOSS
     assert lg.RECON > 0 and lg.ADV_POSE > 0 and lg.SAME_POSE > 0
+    assert (lg.ADV_ID > 0) == di_in_gan_arm
     assert ls.ADV_ID == ls.ADV_POSE == ls.RECON == ls.SAME_POSE == 0.0
     assert lg.VERIF == ls.VERIF > 0  # C_v's loss trains E_I in both arms
     assert c3g.MODEL.POSE_TRANSFER.FREEZE == c3s.MODEL.POSE_TRANSFER.FREEZE == "none"
