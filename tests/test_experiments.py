@@ -185,8 +185,9 @@ def _opts(argv):
     return dict(zip(rest[::2], rest[1::2]))
 
 
-@pytest.mark.parametrize("name,di_in_gan_arm", [("posegan", True), ("posegan_cpu", False)])
-def test_posegan_plan_shares_pretraining_and_differs_only_in_gan_weights(tmp_path, monkeypatch, name, di_in_gan_arm):
+@pytest.mark.parametrize("name,gan_tags", [("posegan", {"gan": True}), ("posegan_cpu", {"gan": False, "ganDi": True})])
+def test_posegan_plan_shares_pretraining_and_differs_only_in_gan_weights(tmp_path, monkeypatch, name, gan_tags):
+    """gan_tags: each GAN arm's stage tag -> whether its stage III runs D_i (posegan_cpu: one arm without, one with)."""
     import fastreid_ext
     from fastreid_ext.experiments import runner
 
@@ -194,49 +195,19 @@ def test_posegan_plan_shares_pretraining_and_differs_only_in_gan_weights(tmp_pat
     comp = C.get_comparison(name)
     p = runner.plan(comp, [0, 1], tmp_path)
     tasks = p["stages"]
-    (gan_arm,) = [a for a in comp.arms if "GAN" in a.name]
+    gan_arms = {next(s for s in a.stages if s.startswith("stage3_"))[len("stage3_"):]: a
+                for a in comp.arms if "GAN" in a.name}
+    assert set(gan_arms) == set(gan_tags)
     (sup_arm,) = [a for a in comp.arms if "supervised" in a.name]
+    assert len(comp.arms) == len(gan_arms) + 1
     by = {(arm.name, seed): names for arm, seed, _, names in p["arms"]}
     gan_keys = ["MODEL.POSE_TRANSFER.GAN.LOSS." + k for k in ("ADV_ID", "ADV_POSE", "RECON", "SAME_POSE")]
     # dependency order of the plan: every stage after the one whose model_final.pth it takes
     order = comp.stage_order()
-    for tag in ("gan", "sup"):
+    for tag in list(gan_tags) + ["sup"]:
         chain = ["stage1", "stage2", f"stage3_{tag}", f"srcB_{tag}", f"B_{tag}"]
         assert [order.index(s) for s in chain] == sorted(order.index(s) for s in chain)
-    for seed in (0, 1):
-        g, s = by[(gan_arm.name, seed)], by[(sup_arm.name, seed)]
-        for tag, names in (("gan", g), ("sup", s)):
-            chain = [names[x] for x in ("stage1", "stage2", f"stage3_{tag}", f"srcB_{tag}", f"B_{tag}")]
-            for prev, cur in zip(chain, chain[1:]):
-                assert tasks[cur].deps == [prev]
-                assert _opts(tasks[cur].argv)["TRANSFER.SOURCE_WEIGHTS"].endswith(
-                    tasks[prev].out_dir.name + "/model_final.pth")
-        # the two arms share stages I and II (one run each), not their stage III
-        assert g["stage1"] == s["stage1"] and g["stage2"] == s["stage2"]
-        assert g["stage3_gan"] != s["stage3_sup"]
-        # stage III: the same config, the same overrides but for the four GAN weights, 0 in the supervised arm
-        a3, b3 = tasks[g["stage3_gan"]], tasks[s["stage3_sup"]]
-        assert a3.stage.config == b3.stage.config
-        oa, ob = _opts(a3.argv), _opts(b3.argv)
-        diff = {k for k in set(oa) | set(ob) if oa.get(k) != ob.get(k)} - {"OUTPUT_DIR"}
-        # posegan_cpu: D_i off in both arms' stage III (ADV_ID 0 in both), the other three weights differ
-        assert diff == set(gan_keys if di_in_gan_arm else gan_keys[1:])
-        assert all(float(ob[k]) == 0.0 for k in gan_keys)
-        assert all(float(oa.get(k, 1.0)) > 0 for k in gan_keys[1:])
-        assert (float(oa.get(gan_keys[0], 1.0)) > 0) == di_in_gan_arm
-        # the later stages differ only in the weights they start from
-        for st in ("srcB", "B"):
-            ta, tb = tasks[g[f"{st}_gan"]], tasks[s[f"{st}_sup"]]
-            oa, ob = _opts(ta.argv), _opts(tb.argv)
-            assert ta.stage.config == tb.stage.config
-            assert {k for k in set(oa) | set(ob) if oa.get(k) != ob.get(k)} == {"TRANSFER.SOURCE_WEIGHTS",
-                                                                                  "OUTPUT_DIR"}
-            if st == "B":
-                assert oa["TRANSFER.FRACTION_SEED"] == str(seed)
-    # per-seed pre-training
-    assert by[(gan_arm.name, 0)]["stage1"] != by[(gan_arm.name, 1)]["stage1"]
 
-    # the effective configs: identical budgets stage by stage; GAN terms on in one arm, off in the other
     def cfg_of(key):
         t = tasks[key]
         cfg = fastreid_ext.get_cfg()
@@ -244,22 +215,58 @@ def test_posegan_plan_shares_pretraining_and_differs_only_in_gan_weights(tmp_pat
         cfg.merge_from_list([x for kv in _opts(t.argv).items() for x in kv])
         return cfg
 
-    g, s = by[(gan_arm.name, 0)], by[(sup_arm.name, 0)]
-    for sg, ss in (("stage3_gan", "stage3_sup"), ("srcB_gan", "srcB_sup"), ("B_gan", "B_sup")):
-        cg, cs = cfg_of(g[sg]), cfg_of(s[ss])
-        for k in ("MAX_EPOCH", "ITERS_PER_EPOCH", "IMS_PER_BATCH", "BASE_LR", "STEPS", "WARMUP_ITERS"):
-            assert cg.SOLVER[k] == cs.SOLVER[k], (sg, k)
-        assert cg.SOLVER.MAX_EPOCH * cg.SOLVER.ITERS_PER_EPOCH > 0
-        assert tuple(cg.INPUT.SIZE_TRAIN) == tuple(cs.INPUT.SIZE_TRAIN)
-    c3g, c3s = cfg_of(g["stage3_gan"]), cfg_of(s["stage3_sup"])
-    lg, ls = c3g.MODEL.POSE_TRANSFER.GAN.LOSS, c3s.MODEL.POSE_TRANSFER.GAN.LOSS
-    assert lg.RECON > 0 and lg.ADV_POSE > 0 and lg.SAME_POSE > 0
-    assert (lg.ADV_ID > 0) == di_in_gan_arm
-    assert ls.ADV_ID == ls.ADV_POSE == ls.RECON == ls.SAME_POSE == 0.0
-    assert lg.VERIF == ls.VERIF > 0  # C_v's loss trains E_I in both arms
-    assert c3g.MODEL.POSE_TRANSFER.FREEZE == c3s.MODEL.POSE_TRANSFER.FREEZE == "none"
-    assert cfg_of(g["stage2"]).MODEL.POSE_TRANSFER.GAN.LOSS.ADV_ID == 0.0
-    assert cfg_of(g["stage2"]).MODEL.POSE_TRANSFER.FREEZE == "encoder"
+    for gtag, di in gan_tags.items():
+        gan_arm = gan_arms[gtag]
+        for seed in (0, 1):
+            g, s = by[(gan_arm.name, seed)], by[(sup_arm.name, seed)]
+            for tag, names in ((gtag, g), ("sup", s)):
+                chain = [names[x] for x in ("stage1", "stage2", f"stage3_{tag}", f"srcB_{tag}", f"B_{tag}")]
+                for prev, cur in zip(chain, chain[1:]):
+                    assert tasks[cur].deps == [prev]
+                    assert _opts(tasks[cur].argv)["TRANSFER.SOURCE_WEIGHTS"].endswith(
+                        tasks[prev].out_dir.name + "/model_final.pth")
+            # the arms share stages I and II (one run each), not their stage III
+            assert g["stage1"] == s["stage1"] and g["stage2"] == s["stage2"]
+            assert g[f"stage3_{gtag}"] != s["stage3_sup"]
+            # stage III: the same config, the same overrides but for the GAN weights, 0 in the supervised arm
+            a3, b3 = tasks[g[f"stage3_{gtag}"]], tasks[s["stage3_sup"]]
+            assert a3.stage.config == b3.stage.config
+            oa, ob = _opts(a3.argv), _opts(b3.argv)
+            diff = {k for k in set(oa) | set(ob) if oa.get(k) != ob.get(k)} - {"OUTPUT_DIR"}
+            # without D_i: ADV_ID 0 in both arms, the other three weights differ
+            assert diff == set(gan_keys if di else gan_keys[1:])
+            assert all(float(ob[k]) == 0.0 for k in gan_keys)
+            assert all(float(oa.get(k, 1.0)) > 0 for k in gan_keys[1:])
+            assert (float(oa.get(gan_keys[0], 1.0)) > 0) == di
+            # the later stages differ only in the weights they start from
+            for st in ("srcB", "B"):
+                ta, tb = tasks[g[f"{st}_{gtag}"]], tasks[s[f"{st}_sup"]]
+                oa, ob = _opts(ta.argv), _opts(tb.argv)
+                assert ta.stage.config == tb.stage.config
+                assert {k for k in set(oa) | set(ob) if oa.get(k) != ob.get(k)} == {"TRANSFER.SOURCE_WEIGHTS",
+                                                                                      "OUTPUT_DIR"}
+                if st == "B":
+                    assert oa["TRANSFER.FRACTION_SEED"] == str(seed)
+        # per-seed pre-training
+        assert by[(gan_arm.name, 0)]["stage1"] != by[(gan_arm.name, 1)]["stage1"]
+
+        # the effective configs: identical budgets stage by stage; GAN terms on in one arm, off in the other
+        g, s = by[(gan_arm.name, 0)], by[(sup_arm.name, 0)]
+        for sg, ss in ((f"stage3_{gtag}", "stage3_sup"), (f"srcB_{gtag}", "srcB_sup"), (f"B_{gtag}", "B_sup")):
+            cg, cs = cfg_of(g[sg]), cfg_of(s[ss])
+            for k in ("MAX_EPOCH", "ITERS_PER_EPOCH", "IMS_PER_BATCH", "BASE_LR", "STEPS", "WARMUP_ITERS"):
+                assert cg.SOLVER[k] == cs.SOLVER[k], (sg, k)
+            assert cg.SOLVER.MAX_EPOCH * cg.SOLVER.ITERS_PER_EPOCH > 0
+            assert tuple(cg.INPUT.SIZE_TRAIN) == tuple(cs.INPUT.SIZE_TRAIN)
+        c3g, c3s = cfg_of(g[f"stage3_{gtag}"]), cfg_of(s["stage3_sup"])
+        lg, ls = c3g.MODEL.POSE_TRANSFER.GAN.LOSS, c3s.MODEL.POSE_TRANSFER.GAN.LOSS
+        assert lg.RECON > 0 and lg.ADV_POSE > 0 and lg.SAME_POSE > 0
+        assert (lg.ADV_ID > 0) == di
+        assert ls.ADV_ID == ls.ADV_POSE == ls.RECON == ls.SAME_POSE == 0.0
+        assert lg.VERIF == ls.VERIF > 0  # C_v's loss trains E_I in both arms
+        assert c3g.MODEL.POSE_TRANSFER.FREEZE == c3s.MODEL.POSE_TRANSFER.FREEZE == "none"
+        assert cfg_of(g["stage2"]).MODEL.POSE_TRANSFER.GAN.LOSS.ADV_ID == 0.0
+        assert cfg_of(g["stage2"]).MODEL.POSE_TRANSFER.FREEZE == "encoder"
     # --budget smoke: 64 x 32 (divisible by 32, the pose GAN's requirement) for every stage
     ps = runner.plan(comp, [0], tmp_path, budget="smoke")
     for t in ps["stages"].values():

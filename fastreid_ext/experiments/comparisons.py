@@ -390,14 +390,28 @@ def _pg_iters(budget: Tuple[str, ...]) -> str:
     return f"{int(b['SOLVER.ITERS_PER_EPOCH']) * int(b['SOLVER.MAX_EPOCH'])}"
 
 
+#: a GAN arm of the posegan comparisons: (stage tag, arm name, stage III overrides, what its stage III runs)
+_PG_GAN_DI = ("gan", "Model B, E_I from GAN pre-training", (),
+              "keeps stage3_joint.yml's D_i (LOSS.ADV_ID 1): FD-GAN's full loss")
+_PG_GAN_NO_DI = ("gan", "Model B, E_I from GAN pre-training (D_i off)", _PG_S2,
+                 "runs without D_i (LOSS.ADV_ID 0, as in stage II): FD-GAN's D_p + L1 + same-pose terms")
+
+
 def _posegan_comparison(name: str, s1_budget: Tuple[str, ...], s2_budget: Tuple[str, ...],
-                        s3_budget: Tuple[str, ...], *, di_in_stage3: bool, extra_notes: Sequence[str] = ()
-                        ) -> Comparison:
-    """The GAN-vs-supervised E_I comparison with the given stage I / II / III budgets; ``di_in_stage3``: the GAN
-    arm keeps stage3_joint.yml's D_i (``LOSS.ADV_ID 1``), else D_i is off in stage III as in stage II."""
-    gan_extra = () if di_in_stage3 else _PG_S2
-    di = ("keeps stage3_joint.yml's D_i (LOSS.ADV_ID 1)" if di_in_stage3 else
-          "runs without D_i (LOSS.ADV_ID 0, as in stage II): FD-GAN's D_p + L1 + same-pose terms")
+                        s3_budget: Tuple[str, ...], gan_arms: Sequence[Tuple[str, str, Tuple[str, ...], str]],
+                        extra_notes: Sequence[str] = ()) -> Comparison:
+    """The GAN-vs-supervised E_I comparison with the given stage I / II / III budgets and GAN arms (``_PG_GAN_*``:
+    with or without D_i in stage III); the supervised arm is always there."""
+    gan_stages: Dict[str, Stage] = {}
+    arms = []
+    for tag, label, extra, _ in gan_arms:
+        gan_stages.update(_pg_arm_stages(tag, extra, s3_budget))
+        arms.append(Arm(label, ("stage1", "stage2", f"stage3_{tag}", f"srcB_{tag}", f"B_{tag}"),
+                        include=((f"srcB_{tag}", "source/"), (f"stage3_{tag}", "E_I/"))))
+    arms.append(Arm("Model B, E_I from supervised training (same budget)",
+                    ("stage1", "stage2", "stage3_sup", "srcB_sup", "B_sup"),
+                    include=(("srcB_sup", "source/"), ("stage3_sup", "E_I/"))))
+    di = "; ".join(f"{label}: stage III {what}" for _, label, _, what in gan_arms)
     return Comparison(
         name=name,
         description="Does FD-GAN's pose-guided generator pre-training (Ge et al., FD-GAN: Pose-guided Feature "
@@ -407,7 +421,7 @@ def _posegan_comparison(name: str, s1_budget: Tuple[str, ...], s2_budget: Tuple[
                     f"E_I + C_v on SynthPedA (stage1_baseline.yml, {_pg_iters(s1_budget)} iterations at batch 64); "
                     f"stage II, E_P + G + D_p with E_I frozen (stage2_gan.yml, D_i left out, {_pg_iters(s2_budget)} "
                     f"iterations at batch 16); stage III (stage3_joint.yml, {_pg_iters(s3_budget)} iterations at "
-                    "batch 16, G 1e-4, E_I 1e-5) in two arms that share stages I and II and differ only in stage "
+                    "batch 16, G 1e-4, E_I 1e-5) in arms that share stages I and II and differ only in stage "
                     "III's GAN loss weights: FD-GAN's GAN + L1 + same-pose terms + C_v's BCE x 10, or C_v's BCE x 10 "
                     "alone (the GAN weights at 0: supervised training, same trainer, same iterations). Then, for "
                     "each arm, Model B's E_A on the frozen E_I on SynthPedA (source_modelB_mobilenetv2.yml with the "
@@ -415,21 +429,17 @@ def _posegan_comparison(name: str, s1_budget: Tuple[str, ...], s2_budget: Tuple[
                     f"with all its training identities (modelB_mobilenetv2.yml, {_pg_iters(_PG_B_BUDGET)} "
                     "iterations, TRANSFER.FRACTION_SEED = seed). RR/: after verification re-ranking of the top 100; "
                     "source/: the Model B source stage on SynthPedA; E_I/: E_I's own feature on SynthPedA after "
-                    f"stage III. The GAN arm's stage III {di}.",
+                    f"stage III. {di}.",
         stages={"stage1": Stage("stage1", f"{_PG}/stage1_baseline.yml", s1_budget),
                 "stage2": Stage("stage2", f"{_PG}/stage2_gan.yml", s2_budget + _PG_S2,
                                 weights=(("TRANSFER.SOURCE_WEIGHTS", "stage1"),)),
-                **_pg_arm_stages("gan", gan_extra, s3_budget),
+                **gan_stages,
                 **_pg_arm_stages("sup", _PG_NOGAN, s3_budget)},
-        arms=[Arm("Model B, E_I from GAN pre-training", ("stage1", "stage2", "stage3_gan", "srcB_gan", "B_gan"),
-                  include=(("srcB_gan", "source/"), ("stage3_gan", "E_I/"))),
-              Arm("Model B, E_I from supervised training (same budget)",
-                  ("stage1", "stage2", "stage3_sup", "srcB_sup", "B_sup"),
-                  include=(("srcB_sup", "source/"), ("stage3_sup", "E_I/")))],
+        arms=arms,
         metrics=["SynthPedB/Rank-1", "SynthPedB/mAP", "SynthPedB/RR/Rank-1", "SynthPedB/RR/mAP",
                  "source/SynthPedA/Rank-1", "source/SynthPedA/mAP", "E_I/SynthPedA/Rank-1", "E_I/SynthPedA/mAP"],
         plot_metrics=["SynthPedB/Rank-1", "SynthPedB/mAP", "E_I/SynthPedA/mAP"],
-        notes=["Both arms start stage III from the same stage-II checkpoint (E_I as stage I left it) and run the "
+        notes=["All arms start stage III from the same stage-II checkpoint (E_I as stage I left it) and run the "
                "same trainer for the same iterations; the supervised arm's generator and D_p still run but get no "
                "loss (weights 0), D_i is not run in it.",
                "Paper (\"Person re-identification based on transfer learning of pose-invariant domain-dependent "
@@ -439,16 +449,17 @@ def _posegan_comparison(name: str, s1_budget: Tuple[str, ...], s2_budget: Tuple[
     )
 
 
-register_comparison(_posegan_comparison("posegan", _PG_S1_BUDGET, _PG_S2_BUDGET, _PG_S3_BUDGET, di_in_stage3=True))
+register_comparison(_posegan_comparison("posegan", _PG_S1_BUDGET, _PG_S2_BUDGET, _PG_S3_BUDGET, [_PG_GAN_DI]))
 
-#: a CPU budget for the same protocol (about a third of the default's training per seed: 2 cores, one afternoon for
-#: 3 seeds): stage I 100 iterations, stage II 300 (as the default: G needs them to use the pose), stage III 200, D_i
-#: off in stage III too (it more than triples a stage-III iteration); Model B's stages as the default
+#: a CPU budget for the same protocol (2 cores, one afternoon for 3 seeds): stage I 100 iterations, stage II 300 (as
+#: the default: G needs them to use the pose), stage III 200; Model B's stages as the default. Two GAN arms: stage III
+#: without D_i (as stage II) and with it (FD-GAN's full loss; D_i about triples a stage-III iteration)
 _PG_CPU_S1_BUDGET = _t("SOLVER.ITERS_PER_EPOCH", 50, "SOLVER.MAX_EPOCH", 2, "SOLVER.STEPS", "[3]",
                        "SOLVER.WARMUP_ITERS", 10, "SOLVER.CHECKPOINT_PERIOD", 1, "TEST.EVAL_PERIOD", 2)  # 100
 _PG_CPU_S3_BUDGET = _t("SOLVER.ITERS_PER_EPOCH", 50, "SOLVER.MAX_EPOCH", 4, "SOLVER.STEPS", "[3]",
                        "SOLVER.CHECKPOINT_PERIOD", 2, "TEST.EVAL_PERIOD", 4)                       # 200
 register_comparison(_posegan_comparison(
-    "posegan_cpu", _PG_CPU_S1_BUDGET, _PG_S2_BUDGET, _PG_CPU_S3_BUDGET, di_in_stage3=False,
-    extra_notes=["Reduced CPU budget of the posegan comparison (stage I 100, stage III 200 iterations, D_i off in "
-                 "stage III): a smaller pre-training than FD-GAN's, the same for both arms."]))
+    "posegan_cpu", _PG_CPU_S1_BUDGET, _PG_S2_BUDGET, _PG_CPU_S3_BUDGET,
+    [_PG_GAN_NO_DI, ("ganDi",) + _PG_GAN_DI[1:]],
+    extra_notes=["Reduced CPU budget of the posegan comparison (stage I 100, stage III 200 iterations): a smaller "
+                 "pre-training than FD-GAN's, the same iterations for every arm."]))
