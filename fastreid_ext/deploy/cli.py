@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--int8-min-cosine", type=float, default=None,
                    help="refuse the int8 file when a held-out feature's cosine to the float one is under this "
                    "(default: 0.95)")
+    q.add_argument("--int8-weights", default="uint8", choices=["uint8", "int8", "int8-reduced"],
+                   help="weight type (fastreid_ext.deploy.quantize.WEIGHT_TYPES): uint8 (default) runs without "
+                   "saturation on every x86 CPU; int8 is saturation-prone on AVX2 / AVX-512 CPUs without VNNI")
     v = p.add_argument_group("evaluation")
     v.add_argument("--evaluate", action="store_true",
                    help="evaluate PyTorch and onnxruntime on the config's DATASETS.TESTS with FastReID's evaluator")
@@ -136,7 +139,8 @@ def _quantize(args, cfg, model, onnx_path: str) -> dict:
         calib, held, masks, held_masks = im[16:].numpy(), im[:16].numpy(), ms[16:].numpy(), ms[:16].numpy()
     try:
         rep = quantize_onnx(onnx_path, args.int8, calib, masks, held, held_masks,
-                            min_cosine=0.95 if args.int8_min_cosine is None else args.int8_min_cosine)
+                            min_cosine=0.95 if args.int8_min_cosine is None else args.int8_min_cosine,
+                            weights=args.int8_weights)
     except ValueError as e:
         raise SystemExit(f"error: {e}")
     print(f"int8 file {rep.path}: {rep.summary()}")
