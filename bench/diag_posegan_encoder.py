@@ -13,6 +13,8 @@ The diagnostic behind the ``posegan`` / ``posegan_cpu`` comparisons (projects/Po
   ``||W3 - W2|| / ||W2||`` over E_I's parameters, and the cosine between E_I's features before and after on the
   query images of ``--test-set`` (SynthPedB: the transfer's target), and between the arms.
 
+* ``--chance N``: FastReID's Rank-1 / mAP of N random rankings of ``--test-set`` (the floor of its scores).
+
     python bench/diag_posegan_encoder.py --stage2 logs/experiments/stages/stage2_gan_s0_<hash>/model_final.pth \\
         --stage3 gan=logs/.../stage3_joint_s0_<h1>/model_final.pth sup=logs/.../stage3_joint_s0_<h2>/model_final.pth
 """
@@ -111,9 +113,30 @@ def encoder_shift(cfg, stage2: str, stage3: dict, test_set: str, num_images: int
     return out
 
 
+def chance_scores(cfg, test_set: str, repeats: int):
+    """Rank-1 / mAP (mean, std over ``repeats``) of random query-gallery distances, FastReID's evaluation."""
+    import numpy as np
+    from fastreid.evaluation.rank import evaluate_rank
+
+    from fastreid_ext.data.build import build_dataset
+
+    d = build_dataset(test_set, cfg)
+    q, g = (np.array([x[1] for x in d.query]), np.array([x[2] for x in d.query])), \
+        (np.array([x[1] for x in d.gallery]), np.array([x[2] for x in d.gallery]))
+    r1, ap = [], []
+    for s in range(repeats):
+        dist = np.random.default_rng(s).random((len(q[0]), len(g[0])))
+        cmc, all_ap, _ = evaluate_rank(dist, q[0], g[0], q[1], g[1], max_rank=50, use_cython=False)
+        r1.append(100 * cmc[0])
+        ap.append(100 * float(np.mean(all_ap)))
+    return {"queries": len(q[0]), "gallery": len(g[0]), "Rank-1": [float(np.mean(r1)), float(np.std(r1))],
+            "mAP": [float(np.mean(ap)), float(np.std(ap))]}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--stage2", required=True, help="the shared stage-II PoseGAN checkpoint")
+    ap.add_argument("--stage2", default="", help="the shared stage-II PoseGAN checkpoint")
+    ap.add_argument("--chance", type=int, default=0, help="also score this many random rankings of --test-set")
     ap.add_argument("--stage3", nargs="*", default=[], help="NAME=CKPT of each arm's stage III")
     ap.add_argument("--batches", type=int, default=8)
     ap.add_argument("--test-set", default="SynthPedB")
@@ -129,8 +152,12 @@ def main(argv=None):
     # every term on (D_i too: stage III initialises it from E_I + C_v), the weights of stage3_joint.yml
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", 0, "TRANSFER.SOURCE_WEIGHTS", a.stage2,
                          "MODEL.POSE_TRANSFER.GAN.LOSS.ADV_ID", 1.0] + list(a.opts))
-    res = {"gradient_rms_into_E_I": gradient_shares(cfg, a.stage2, a.batches)}
-    if a.stage3:
+    res = {}
+    if a.chance:
+        res["chance"] = chance_scores(cfg, a.test_set, a.chance)
+    if a.stage2:
+        res["gradient_rms_into_E_I"] = gradient_shares(cfg, a.stage2, a.batches)
+    if a.stage3 and a.stage2:
         res["encoder_shift"] = encoder_shift(cfg, a.stage2, dict(s.split("=", 1) for s in a.stage3), a.test_set,
                                              a.num_images)
     print(json.dumps(res, indent=1))
