@@ -31,6 +31,8 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from .quantize import WEIGHT_TYPES
+
 __all__ = ["build_parser", "main"]
 
 
@@ -62,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--int8-min-cosine", type=float, default=None,
                    help="refuse the int8 file when a held-out feature's cosine to the float one is under this "
                    "(default: 0.95)")
-    q.add_argument("--int8-weights", default="uint8", choices=["uint8", "int8", "int8-reduced"],
+    q.add_argument("--int8-weights", default="uint8", choices=sorted(WEIGHT_TYPES),
                    help="weight type (fastreid_ext.deploy.quantize.WEIGHT_TYPES): uint8 (default) runs without "
                    "saturation on every x86 CPU; int8 is saturation-prone on AVX2 / AVX-512 CPUs without VNNI")
     v = p.add_argument_group("evaluation")

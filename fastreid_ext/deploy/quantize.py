@@ -33,9 +33,9 @@ __all__ = ["QuantizationReport", "quantize_onnx", "WEIGHT_TYPES"]
 #: VPMADDUBSW, whose 16-bit intermediate sums saturate (onnxruntime's quantization guide, "when to use reduce_range";
 #: OpenVINO's "saturation issue"); and the file is judged on the machine that quantizes it, not on the ones that will
 #: run it. Measured on an AMD EPYC without VNNI, a tiny ResNet-18 at 64 x 32 calibrated on 64 rendered pedestrians,
-#: held-out cosine to PyTorch min / mean over 4 sets of 24: int8 0.77-0.89 / 0.94-0.96, int8-reduced (7-bit weights)
-#: 0.965-0.969 / 0.977-0.979, uint8 0.967-0.981 / 0.987-0.988 (int8 on a VNNI machine the day before: 0.962-0.984 /
-#: 0.988-0.990). ``int8`` stays an option for machines known to have VNNI.
+#: held-out cosine to PyTorch min / mean over 4 sets of 24 and two calibration sets: int8 0.77-0.89 / 0.94-0.96,
+#: int8-reduced (7-bit weights) 0.965-0.969 / 0.977-0.979, uint8 0.952-0.984 / 0.987-0.989 (int8 on a VNNI machine the
+#: day before: 0.962-0.984 / 0.988-0.990). ``int8`` stays an option for machines known to have VNNI.
 WEIGHT_TYPES = {"uint8": ("QUInt8", False), "int8": ("QInt8", False), "int8-reduced": ("QInt8", True)}
 
 
