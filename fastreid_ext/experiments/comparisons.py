@@ -460,6 +460,6 @@ _PG_CPU_S3_BUDGET = _t("SOLVER.ITERS_PER_EPOCH", 50, "SOLVER.MAX_EPOCH", 4, "SOL
                        "SOLVER.CHECKPOINT_PERIOD", 2, "TEST.EVAL_PERIOD", 4)                       # 200
 register_comparison(_posegan_comparison(
     "posegan_cpu", _PG_CPU_S1_BUDGET, _PG_S2_BUDGET, _PG_CPU_S3_BUDGET,
-    [_PG_GAN_NO_DI, ("ganDi",) + _PG_GAN_DI[1:]],
+    [_PG_GAN_NO_DI, ("ganDi", _PG_GAN_DI[1] + " (with D_i)") + _PG_GAN_DI[2:]],
     extra_notes=["Reduced CPU budget of the posegan comparison (stage I 100, stage III 200 iterations): a smaller "
                  "pre-training than FD-GAN's, the same iterations for every arm."]))
