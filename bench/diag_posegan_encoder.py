@@ -65,14 +65,6 @@ def gradient_shares(cfg, stage2: str, batches: int, seed: int = 0):
     return {k: sum(v) / len(v) for k, v in sums.items()}
 
 
-def _encoder_state(path: str, own):
-    from fastreid_ext.pose_transfer.checkpoint import match_prefix, read_state_dict
-
-    sd = read_state_dict(path, "--stage3")
-    pre = match_prefix(sd, own, "auto", key="--stage3", path=path)
-    return {k: sd[pre + k].float() for k in own}
-
-
 @torch.no_grad()
 def _features(model, loader, n: int):
     out, seen = [], 0
@@ -89,6 +81,8 @@ def encoder_shift(cfg, stage2: str, stage3: dict, test_set: str, num_images: int
     from fastreid.data import build_reid_test_loader
     from fastreid.modeling.meta_arch import build_model
 
+    from fastreid_ext.pose_transfer.checkpoint import read_encoder_state
+
     model = build_model(cfg)
     model.load_source(stage2, cfg.TRANSFER.SOURCE_PREFIX, cfg.TRANSFER.LOAD_EA)
     model.eval()
@@ -99,7 +93,7 @@ def encoder_shift(cfg, stage2: str, stage3: dict, test_set: str, num_images: int
     f2 = _features(model, loader, num_images)
     out, feats = {}, {}
     for name, path in stage3.items():
-        w3 = _encoder_state(path, own)
+        w3 = {k: v.float() for k, v in read_encoder_state(path, own, "--stage3").items()}
         num = sum(float((w3[k] - w2[k]).pow(2).sum()) for k in weights)
         den = sum(float(w2[k].pow(2).sum()) for k in weights)
         model.backbone.load_state_dict({k: w3[k].to(own[k].dtype) for k in own})

@@ -91,6 +91,15 @@ def match_prefix(sd: Dict[str, torch.Tensor], target: Dict[str, torch.Tensor], p
         f"model used the same MODEL.BACKBONE (NAME, DEPTH, WITH_IBN, ...) or set TRANSFER.SOURCE_PREFIX.")
 
 
+def read_encoder_state(path: str, target: Dict[str, torch.Tensor], key: str, prefix: str = "auto"
+                       ) -> Dict[str, torch.Tensor]:
+    """E_I's tensors (the names of ``target``, a module's state dict) from the checkpoint at ``path``, under the
+    prefix :func:`match_prefix` finds; errors name ``key`` (e.g. ``--encoder-weights``) and the file."""
+    sd = read_state_dict(path, key)
+    pre = match_prefix(sd, target, prefix, key=key, path=path)
+    return {k: sd[pre + k] for k in target}
+
+
 def load_matching(module: torch.nn.Module, sd: Dict[str, torch.Tensor], prefix: str,
                   skip: Optional[Iterable[str]] = ()) -> Tuple[List[str], List[str]]:
     """Copy the tensors ``sd[prefix + name]`` whose shapes match into ``module`` (not strict), except the names in

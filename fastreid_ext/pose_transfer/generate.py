@@ -41,7 +41,7 @@ def build_generator_model(cfg, weights: str, encoder_weights: str = ""):
     initial model) and, with ``encoder_weights``, E_I from that checkpoint (any prefix PoseTransfer accepts)."""
     from fastreid.modeling.meta_arch import build_model
 
-    from .checkpoint import match_prefix, read_state_dict
+    from .checkpoint import read_encoder_state
 
     if cfg.MODEL.META_ARCHITECTURE != "PoseGAN":
         raise ValueError(f"MODEL.META_ARCHITECTURE is {cfg.MODEL.META_ARCHITECTURE!r}: the pose tool needs a PoseGAN "
@@ -53,10 +53,8 @@ def build_generator_model(cfg, weights: str, encoder_weights: str = ""):
     else:
         model.load_generator(weights, "--weights")
     if encoder_weights:
-        sd = read_state_dict(encoder_weights, "--encoder-weights")
-        own = model.backbone.state_dict()
-        pre = match_prefix(sd, own, "auto", key="--encoder-weights", path=encoder_weights)
-        model.backbone.load_state_dict({k: sd[pre + k] for k in own})
+        model.backbone.load_state_dict(read_encoder_state(encoder_weights, model.backbone.state_dict(),
+                                                          "--encoder-weights"))
     return model.eval()
 
 
